@@ -1,0 +1,12 @@
+"""The model zoo: Flax Linen modules found by name.
+
+>>> from jaxcnn import models
+>>> model = models.create('resnet20', num_classes=10)
+>>> models.list_models()
+"""
+
+# Importing a family module registers its models.
+from jaxcnn.models import lenet, resnet, simple_cnn  # noqa: F401
+from jaxcnn.models.registry import ModelSpec, create, get_spec, list_models, register
+
+__all__ = ["ModelSpec", "create", "get_spec", "list_models", "register"]

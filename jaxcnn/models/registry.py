@@ -1,0 +1,95 @@
+"""Find models by name: ``create('resnet20', num_classes=10)``, ``list_models()``.
+
+Every registered model is a Flax Linen module with the same constructor contract:
+``num_classes``, ``dtype`` (computation) and ``param_dtype`` (parameters), plus family-specific
+fields; its ``__call__(x, train=False)`` takes NHWC images and returns logits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from jaxcnn.errors import UserError, unknown_choice
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """How to build one named model and the input it was designed for."""
+
+    name: str
+    module: type[nn.Module]
+    family: str
+    input_shape: tuple[int, int, int]  # default (height, width, channels)
+    num_classes: int  # default head size (the reference implementation's)
+    defaults: dict[str, Any]  # constructor fields fixed by this variant
+
+
+_MODELS: dict[str, ModelSpec] = {}
+
+
+def register(
+    name: str,
+    module: type[nn.Module],
+    *,
+    family: str,
+    input_shape: tuple[int, int, int],
+    num_classes: int = 1000,
+    **defaults: Any,
+) -> None:
+    """Register ``module`` under ``name`` with variant fields ``defaults``."""
+    if name in _MODELS:
+        raise ValueError(f"model {name!r} is registered twice")
+    _MODELS[name] = ModelSpec(name, module, family, input_shape, num_classes, defaults)
+
+
+def list_models(family: str | None = None) -> list[str]:
+    """Registered model names, optionally only those of one family."""
+    return sorted(n for n, s in _MODELS.items() if family is None or s.family == family)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The registration of ``name``; a :class:`UserError` naming the choices if unknown."""
+    try:
+        return _MODELS[name]
+    except KeyError:
+        raise unknown_choice("model", name, _MODELS) from None
+
+
+def create(
+    name: str,
+    num_classes: int | None = None,
+    *,
+    dtype: Any = jnp.float32,
+    param_dtype: Any = jnp.float32,
+    **overrides: Any,
+) -> nn.Module:
+    """Build the model registered as ``name``.
+
+    Args:
+      name: a name from :func:`list_models`.
+      num_classes: size of the classifier head; the reference head size if None.
+      dtype: computation dtype (e.g. ``jnp.bfloat16`` for mixed precision).
+      param_dtype: parameter dtype (keep float32 for training).
+      **overrides: other constructor fields of the module (e.g. ``dropout_rate``).
+    """
+    spec = get_spec(name)
+    fields = {f.name for f in dataclasses.fields(spec.module) if f.init} - {"parent", "name"}
+    unknown = set(overrides) - fields
+    if unknown:
+        raise UserError(
+            f"model {name!r} has no field {sorted(unknown)[0]!r}; valid fields: "
+            + ", ".join(sorted(fields - {"num_classes", "dtype", "param_dtype"}))
+        )
+    kwargs = {**spec.defaults, **overrides}
+    return spec.module(
+        num_classes=spec.num_classes if num_classes is None else num_classes,
+        dtype=dtype,
+        param_dtype=param_dtype,
+        **kwargs,
+    )
+
+

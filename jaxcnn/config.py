@@ -1,0 +1,66 @@
+"""The base experiment config: every field the trainer reads, with its default.
+
+Experiment files in ``experiments/`` start from :func:`base_config` and change what their
+reference prescribes, so every experiment accepts the same command-line overrides
+(``--config.optimizer.learning_rate=0.05``) and a misspelt field is an error, not a no-op.
+"""
+
+from __future__ import annotations
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+
+    config.model = ml_collections.ConfigDict()
+    config.model.name = "lenet5"  # see `python -m jaxcnn.models`
+    config.model.dtype = "float32"  # computation dtype: float32 | bfloat16 | float16
+    # Any further field of config.model (e.g. dropout_rate) is passed to the model's constructor.
+
+    config.dataset = ml_collections.ConfigDict()
+    config.dataset.name = "digits"  # a preset (see jaxcnn/data/datasets.py) or any TFDS name
+    config.dataset.data_dir = ""  # TFDS data dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.dataset.train_split = ""  # '' = the preset's ('train'); slices like 'train[:90%]'
+    config.dataset.eval_split = ""  # '' = the preset's ('test')
+    config.dataset.image_size = 0  # resize to this square size; 0 = native size
+    config.dataset.mean = ()  # per-channel mean in [0, 1]; () = the preset's
+    config.dataset.std = ()  # per-channel std in [0, 1]; () = the preset's
+    config.dataset.augment = "default"  # default (the preset's) | none | flip | crop_flip
+    config.dataset.crop_padding = 4  # zero padding of crop_flip, in pixels
+    config.dataset.shuffle_buffer = 16_384
+    config.dataset.cache = True  # keep the encoded dataset in memory after the first epoch
+
+    config.batch_size = 128  # global: across all devices and processes
+    config.eval_batch_size = 256
+    config.num_epochs = 10.0  # training length, unless num_train_steps > 0
+    config.num_train_steps = -1
+
+    config.optimizer = ml_collections.ConfigDict()
+    config.optimizer.name = "sgd"  # sgd | adamw
+    config.optimizer.learning_rate = 0.1  # peak, reached after warm-up
+    config.optimizer.momentum = 0.9  # sgd
+    config.optimizer.nesterov = False  # sgd
+    config.optimizer.b1 = 0.9  # adamw
+    config.optimizer.b2 = 0.999  # adamw
+    config.optimizer.weight_decay = 0.0  # on kernels only (not biases or norm parameters)
+    config.optimizer.grad_clip_norm = 0.0  # clip the global gradient norm; 0 = off
+
+    config.schedule = ml_collections.ConfigDict()
+    config.schedule.name = "cosine"  # cosine | constant | step
+    config.schedule.warmup_epochs = 0.0  # linear warm-up from 0
+    config.schedule.end_factor = 0.0  # cosine: final learning rate / peak
+    config.schedule.step_epochs = ()  # step: epochs at which the rate is multiplied ...
+    config.schedule.step_factor = 0.1  # ... by this factor
+
+    config.label_smoothing = 0.0
+    config.aux_loss_weight = 0.3  # weight of auxiliary classifier losses (GoogLeNet)
+
+    config.parallelism = "jit"  # jit (one program over a device mesh) | pmap
+    config.log_every_secs = 5.0  # console line
+    config.log_every_steps = 50  # JSON-lines and TensorBoard training metrics
+    config.eval_every_steps = 0  # 0 = at the end only (and at each checkpoint if > 0)
+    config.checkpoint_every_steps = 500
+    config.keep_checkpoints = 3
+    return config

@@ -1,0 +1,1 @@
+"""The training core: state, optimizer, compiled steps, parallelism, checkpoints, logs, loop."""

@@ -1,0 +1,40 @@
+"""Orbax checkpoints of the train state: periodic, last-N, atomic, restorable on any devices.
+
+Orbax writes each checkpoint into a temporary directory and renames it when complete, so a run
+killed mid-save leaves the previous checkpoints intact and the half-written one is ignored.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+    """Saves and restores the train state under ``WORKDIR/checkpoints/STEP``."""
+
+    def __init__(self, workdir: str, *, keep: int) -> None:
+        self._manager = ocp.CheckpointManager(
+            os.path.join(os.path.abspath(workdir), "checkpoints"),
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        )
+
+    def latest_step(self) -> int | None:
+        return self._manager.latest_step()
+
+    def save(self, step: int, state: Any) -> None:
+        """Start saving ``state`` (asynchronously); a no-op if ``step`` is already saved."""
+        if step in self._manager.all_steps():
+            return
+        self._manager.save(step, args=ocp.args.StandardSave(state))
+
+    def restore(self, step: int, target: Any) -> Any:
+        """The state saved at ``step``, laid out like ``target`` (arrays or shape structs)."""
+        return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+
+    def close(self) -> None:
+        """Wait for pending saves to finish."""
+        self._manager.wait_until_finished()
+        self._manager.close()

@@ -1,0 +1,244 @@
+"""``train_and_evaluate(config, workdir)``: the training loop that the CLI runs.
+
+It builds data, model, optimizer and the compiled steps from the config, resumes from the
+latest checkpoint in ``workdir`` if there is one, trains with periodic logging, evaluation and
+checkpoints, and writes the final test metrics to ``workdir/results.json``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import json
+import math
+import os
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from jaxcnn import data, models
+from jaxcnn.errors import unknown_choice
+from jaxcnn.training.checkpoint import Checkpointer
+from jaxcnn.training.optim import make_optimizer, make_schedule
+from jaxcnn.training.parallel import make_parallel, tree_add
+from jaxcnn.training.state import init_train_state
+from jaxcnn.training.step import make_eval_step, make_train_step
+from jaxcnn.training.writers import MetricWriter, console
+
+RESULTS_FILE = "results.json"
+CONFIG_FILE = "config.json"
+_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def build_model(
+    config: ml_collections.ConfigDict, num_classes: int, bn_axis_name: str | None = None
+) -> nn.Module:
+    """The model of ``config.model``: its name, dtype, and any further constructor fields."""
+    fields = {k: v for k, v in config.items() if k not in ("name", "dtype")}
+    if config.dtype not in _DTYPES:
+        raise unknown_choice("model.dtype", config.dtype, _DTYPES)
+    spec = models.get_spec(config.name)
+    if bn_axis_name and "bn_axis_name" in spec.module.__dataclass_fields__:
+        fields["bn_axis_name"] = bn_axis_name
+    return models.create(config.name, num_classes, dtype=_DTYPES[config.dtype], **fields)
+
+
+def training_steps(config: ml_collections.ConfigDict, num_train_examples: int) -> tuple[int, int]:
+    """(steps per epoch, total training steps) for the global batch size."""
+    steps_per_epoch = max(1, num_train_examples // config.batch_size)
+    if config.num_train_steps > 0:
+        return steps_per_epoch, config.num_train_steps
+    return steps_per_epoch, max(1, math.ceil(config.num_epochs * steps_per_epoch))
+
+
+def _prefetch(iterator: Iterator[Any], transform: Callable[[Any], Any], size: int = 2):
+    """Apply ``transform`` (the host → device copy) in a thread, ``size`` batches ahead."""
+    buffer: queue.Queue = queue.Queue(maxsize=size)
+    done = object()
+
+    def producer() -> None:
+        try:
+            for item in iterator:
+                buffer.put(transform(item))
+        except Exception as error:  # handed to the consumer, raised there
+            buffer.put(error)
+        buffer.put(done)
+
+    threading.Thread(target=producer, daemon=True).start()
+    while (item := buffer.get()) is not done:
+        if isinstance(item, Exception):
+            raise item
+        yield item
+
+
+def _write_json_atomically(path: str, payload: dict) -> None:
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(payload, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def _record_config(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> None:
+    """Keep the config of every start: ``config.json``, or ``config.stepN.json`` if it changed."""
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+        path = os.path.join(workdir, f"config.step{start_step}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def _format_duration(seconds: float) -> str:
+    return str(datetime.timedelta(seconds=int(seconds)))
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
+    """Train and evaluate as ``config`` says, in ``workdir``; returns the final results."""
+    parallel = make_parallel(config.parallelism)
+    parallel.check_batch_size("batch_size", config.batch_size)
+    parallel.check_batch_size("eval_batch_size", config.eval_batch_size)
+    info = data.dataset_info(config.dataset)
+    model = build_model(config.model, info.num_classes, parallel.axis_name)
+    steps_per_epoch, total_steps = training_steps(config, info.num_train_examples)
+    schedule = make_schedule(
+        config.schedule,
+        peak=config.optimizer.learning_rate,
+        steps_per_epoch=steps_per_epoch,
+        total_steps=total_steps,
+    )
+    tx = make_optimizer(config, schedule)
+
+    os.makedirs(workdir, exist_ok=True)
+    init_fn = functools.partial(init_train_state, model, tx, info.image_shape, config.seed)
+    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+    start_step = checkpointer.latest_step() or 0
+    if start_step:
+        target = parallel.checkpoint_target(jax.eval_shape(init_fn))
+        state = parallel.from_checkpoint(checkpointer.restore(start_step, target))
+        console(f"Resuming from the checkpoint at step {start_step}.")
+    else:
+        state = parallel.init(init_fn)
+    if jax.process_index() == 0:
+        _record_config(config, workdir, start_step)
+
+    num_params = sum(x.size for x in jax.tree.leaves(jax.eval_shape(init_fn).params))
+    console(
+        f"{config.model.name} ({num_params:,} parameters) on {info.name}: {total_steps} steps of "
+        f"batch {config.batch_size} on {jax.device_count()} {jax.devices()[0].platform} "
+        f"device(s) in {jax.process_count()} process(es), {config.parallelism} parallelism."
+    )
+
+    train_step = parallel.compile_train(
+        make_train_step(
+            model,
+            tx,
+            schedule,
+            label_smoothing=config.label_smoothing,
+            aux_loss_weight=config.aux_loss_weight,
+            axis_name=parallel.axis_name,
+        )
+    )
+    eval_step = parallel.compile_eval(make_eval_step(model, axis_name=parallel.axis_name))
+
+    def evaluate() -> dict[str, float]:
+        batches, _ = data.eval_iterator(
+            config.dataset,
+            batch_size=config.eval_batch_size // jax.process_count(),
+            process_index=jax.process_index(),
+            process_count=jax.process_count(),
+        )
+        totals = None
+        for batch in batches:
+            sums = eval_step(state, parallel.shard_batch(batch))
+            totals = sums if totals is None else tree_add(totals, sums)
+        totals = parallel.metrics_to_host(totals)
+        count = float(totals["count"])
+        return {
+            "loss": float(totals["loss"]) / count,
+            "accuracy": float(totals["correct"]) / count,
+            "num_examples": count,
+        }
+
+    local_batches = data.train_iterator(
+        config.dataset,
+        batch_size=config.batch_size // jax.process_count(),
+        seed=config.seed,
+        start_step=start_step,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
+    )
+    batches = _prefetch(local_batches, parallel.shard_batch)
+    writer = MetricWriter(workdir)
+    pending: list[dict[str, jax.Array]] = []
+    window_start, window_steps = time.perf_counter(), 0
+    train_start = time.perf_counter()
+    train_images_per_sec = float("nan")
+    eval_metrics: dict[str, float] = {}
+    for step in range(start_step + 1, total_steps + 1):
+        state, metrics = train_step(state, next(batches))
+        pending.append(metrics)
+        window_steps += 1
+        is_last = step == total_steps
+        do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
+        do_checkpoint = is_last or step % config.checkpoint_every_steps == 0
+        if (
+            do_eval
+            or do_checkpoint
+            or step % config.log_every_steps == 0
+            or time.perf_counter() - window_start >= config.log_every_secs
+        ):
+            host = parallel.metrics_to_host(pending)
+            now = time.perf_counter()  # after the fetch, which waits for the steps to finish
+            means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+            train_images_per_sec = window_steps * config.batch_size / (now - window_start)
+            means["images_per_sec"] = train_images_per_sec
+            writer.write(step, "train", means)
+            eta = (total_steps - step) * (now - window_start) / window_steps
+            console(
+                f"step {step}/{total_steps} | loss {means['loss']:.4f} | "
+                f"accuracy {means['accuracy']:.4f} | lr {means['learning_rate']:.4g} | "
+                f"{train_images_per_sec:,.0f} img/s | ETA {_format_duration(eta)}"
+            )
+            pending.clear()
+            if do_eval:
+                eval_metrics = evaluate()
+                writer.write(step, "eval", eval_metrics)
+                console(
+                    f"eval at step {step}: loss {eval_metrics['loss']:.4f} | "
+                    f"accuracy {eval_metrics['accuracy']:.4f} "
+                    f"({int(eval_metrics['num_examples'])} examples)"
+                )
+            if do_checkpoint:
+                checkpointer.save(step, parallel.for_checkpoint(state))
+            # Throughput windows exclude evaluation and checkpointing.
+            window_start, window_steps = time.perf_counter(), 0
+    checkpointer.close()
+    writer.close()
+
+    if not eval_metrics:  # nothing left to train: report the restored model
+        eval_metrics = evaluate()
+    results = {
+        "model": config.model.name,
+        "dataset": info.name,
+        "num_params": num_params,
+        "step": total_steps,
+        "eval": eval_metrics,
+        "train_images_per_sec": train_images_per_sec,
+        "train_time_sec": time.perf_counter() - train_start,
+    }
+    if jax.process_index() == 0:
+        _write_json_atomically(os.path.join(workdir, RESULTS_FILE), results)
+    console(f"Final eval accuracy {eval_metrics['accuracy']:.4f}; results in {workdir}.")
+    return results

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import runpy
 import sys
 from collections.abc import Callable
 
 # TensorFlow (tf.data) logs its CPU feature notes from C++ at import; keep the console for ours.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from jaxcnn.errors import UserError
+from jaxcnn.errors import UserError  # noqa: E402
 
 
 def fail(message: str) -> None:
@@ -20,14 +22,67 @@ def fail(message: str) -> None:
     sys.exit(2)
 
 
+def _flag_values(argv: list[str], name: str) -> list[tuple[str, str]]:
+    """(flag, value) pairs of ``--NAME…`` arguments, in both ``--f=v`` and ``--f v`` forms."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg.startswith(f"--{name}"):
+            flag, eq, value = arg[2:].partition("=")
+            if not eq and i + 1 < len(argv):
+                value = argv[i + 1]
+            found.append((flag, value))
+    return found
+
+
+def _config_specs(argv: list[str], flag_name: str) -> list[str]:
+    """The values given to ``--FLAG_NAME`` itself (not to its ``--FLAG_NAME.field`` overrides)."""
+    return [value for flag, value in _flag_values(argv, flag_name) if flag == flag_name]
+
+
+def load_config_file(spec: str) -> ml_collections.ConfigDict:
+    """``get_config()`` (or ``get_config(ARG)``) of a ``FILE[:ARG]`` config spec."""
+    path, _, arg = spec.partition(":")
+    if not os.path.isfile(path):
+        raise UserError(f"config file {path!r} not found")
+    get_config = runpy.run_path(path)["get_config"]
+    return get_config(arg) if arg else get_config()
+
+
+def _explain_override_error(argv: list[str], flag_name: str) -> str | None:
+    """Name the first ``--config.a.b`` override whose field does not exist, with valid fields."""
+    files = _config_specs(argv, flag_name)
+    if not files:
+        return None
+    config = load_config_file(files[-1])
+    for flag, _ in _flag_values(argv, f"{flag_name}."):
+        path = flag.split(".")[1:]
+        node = config
+        for depth, key in enumerate(path):
+            if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+                parent = ".".join([flag_name, *path[:depth]])
+                fields = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none"
+                return (
+                    f"unknown config field {flag!r}: {parent} has no {key!r}; its fields: {fields}"
+                )
+            node = node[key]
+    return None
+
+
 def _parse_flags(argv: list[str]) -> list[str]:
     try:
+        for spec in _config_specs(argv, "config"):
+            if not os.path.isfile(spec.partition(":")[0]):
+                fail(f"config file {spec.partition(':')[0]!r} not found")
         return flags.FLAGS(argv)
     except flags.Error as error:
-        # absl's messages span lines (and config overrides add a traceback); keep the first.
+        # absl's messages span lines; keep the first.
         fail(str(error).strip().splitlines()[0])
     except UserError as error:
         fail(str(error))
+    except (AttributeError, KeyError, TypeError, ValueError) as error:
+        # ml_collections reports a bad override as a multi-line exception from inside absl.
+        explained = _explain_override_error(argv, "config")
+        fail(explained or " ".join(str(error).split()))
 
 
 def run(main: Callable[[list[str]], None]) -> None:

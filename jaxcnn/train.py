@@ -12,8 +12,9 @@ from ml_collections import config_flags
 
 from jaxcnn import cli
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file (a Python file "
-                                          "with get_config()), optionally FILE:ARG.")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (a Python file with get_config()), optionally FILE:ARG."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
 

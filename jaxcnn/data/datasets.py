@@ -43,7 +43,11 @@ PRESETS: dict[str, DatasetPreset] = {
         "cifar10_jpeg", 10, (32, 32, 3), _CIFAR10_MEAN, _CIFAR10_STD, augment="crop_flip"
     ),
     "cifar100": DatasetPreset(
-        "cifar100", 100, (32, 32, 3), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762),
+        "cifar100",
+        100,
+        (32, 32, 3),
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
         augment="crop_flip",
     ),
 }

@@ -69,6 +69,7 @@ def _resolve(config: ml_collections.ConfigDict) -> _Resolved:
     augment = config.augment
     if augment == "default":
         augment = preset.augment if preset else "none"
+    get_augment(augment, crop_padding=config.crop_padding)  # reject unknown names up front
     splits = builder.info.splits
     train_split = config.train_split or (preset.train_split if preset else "train")
     eval_split = config.eval_split or (preset.eval_split if preset else "test")
@@ -107,7 +108,11 @@ def _preprocess_fn(resolved: _Resolved, augment_name: str, crop_padding: int):
     def preprocess(seed: tf.Tensor, example: dict) -> dict:
         image = decode(example["image"])
         if image.shape[-1] != channels:
-            image = tf.image.grayscale_to_rgb(image) if channels == 3 else tf.image.rgb_to_grayscale(image)
+            image = (
+                tf.image.grayscale_to_rgb(image)
+                if channels == 3
+                else tf.image.rgb_to_grayscale(image)
+            )
         image = tf.cast(image, tf.float32)
         if image.shape[:2] != (height, width):
             image = tf.image.resize(image, (height, width), method="bilinear", antialias=True)

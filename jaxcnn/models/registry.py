@@ -91,5 +91,3 @@ def create(
         param_dtype=param_dtype,
         **kwargs,
     )
-
-

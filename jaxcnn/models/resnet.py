@@ -28,12 +28,23 @@ class CifarBasicBlock(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
-            f, (k, k), (s, s), padding=[((k - 1) // 2,) * 2] * 2, use_bias=False,
-            dtype=self.dtype, param_dtype=self.param_dtype, name=name,
+            f,
+            (k, k),
+            (s, s),
+            padding=[((k - 1) // 2,) * 2] * 2,
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name=name,
         )
         norm = lambda name, init=nn.initializers.ones: nn.BatchNorm(  # noqa: E731
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, scale_init=init,
-            dtype=self.dtype, param_dtype=self.param_dtype, axis_name=self.bn_axis_name,
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            scale_init=init,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            axis_name=self.bn_axis_name,
             name=name,
         )
         y = nn.relu(norm("bn1")(conv(self.filters, 3, self.strides, "conv1")(x)))
@@ -65,12 +76,22 @@ class CifarResNet(nn.Module):
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}")
         blocks_per_stage = (self.depth - 2) // 6
         x = nn.Conv(
-            self.width, (3, 3), padding=[(1, 1), (1, 1)], use_bias=False,
-            dtype=self.dtype, param_dtype=self.param_dtype, name="stem_conv",
+            self.width,
+            (3, 3),
+            padding=[(1, 1), (1, 1)],
+            use_bias=False,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            name="stem_conv",
         )(x)
         x = nn.BatchNorm(
-            use_running_average=not train, momentum=0.9, epsilon=1e-5, dtype=self.dtype,
-            param_dtype=self.param_dtype, axis_name=self.bn_axis_name, name="stem_bn",
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=1e-5,
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            axis_name=self.bn_axis_name,
+            name="stem_bn",
         )(x)
         x = nn.relu(x)
         for stage in range(3):
@@ -85,11 +106,18 @@ class CifarResNet(nn.Module):
                     name=f"stage{stage + 1}_block{block + 1}",
                 )(x, train)
         x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype,
-                     name="head")(x)
+        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(
+            x
+        )
         return x.astype(jnp.float32)
 
 
 for _depth in (20, 32, 44, 56, 110):
-    register(f"resnet{_depth}", CifarResNet, family="ResNet", input_shape=(32, 32, 3),
-             num_classes=10, depth=_depth)
+    register(
+        f"resnet{_depth}",
+        CifarResNet,
+        family="ResNet",
+        input_shape=(32, 32, 3),
+        num_classes=10,
+        depth=_depth,
+    )

@@ -107,7 +107,9 @@ class PmapParallel:
 
     def _replicate(self, tree: Any) -> Any:
         return jax.device_put(
-            jax.tree.map(lambda x: np.broadcast_to(np.asarray(x), (self.num_local, *x.shape)), tree),
+            jax.tree.map(
+                lambda x: np.broadcast_to(np.asarray(x), (self.num_local, *x.shape)), tree
+            ),
             self.stacked,
         )
 

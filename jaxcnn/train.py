@@ -7,6 +7,8 @@ workdir resumes from its latest checkpoint.
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 from ml_collections import config_flags
 
@@ -22,9 +24,13 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    from jaxcnn.training.loop import train_and_evaluate
+    from jaxcnn.training.loop import Interrupted, train_and_evaluate
 
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except Interrupted as stopped:
+        print(stopped, file=sys.stderr, flush=True)
+        sys.exit(128 + stopped.signum)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ import json
 import math
 import os
 import queue
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -77,6 +78,40 @@ def _prefetch(iterator: Iterator[Any], transform: Callable[[Any], Any], size: in
         if isinstance(item, Exception):
             raise item
         yield item
+
+
+class Interrupted(Exception):
+    """Training stopped early by a signal (SIGTERM, SIGINT) after checkpointing its state."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} at step {step}; the checkpoint is saved "
+            "and re-running the same command resumes from it"
+        )
+        self.step, self.signum = step, signum
+
+
+class _StopRequests:
+    """Turns SIGTERM/SIGINT (preemption, Ctrl-C) into a flag the loop checks between steps."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> _StopRequests:
+        if threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._request)
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def _write_json_atomically(path: str, payload: dict) -> None:
@@ -186,44 +221,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_start = time.perf_counter()
     train_images_per_sec = float("nan")
     eval_metrics: dict[str, float] = {}
-    for step in range(start_step + 1, total_steps + 1):
-        state, metrics = train_step(state, next(batches))
-        pending.append(metrics)
-        window_steps += 1
-        is_last = step == total_steps
-        do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
-        do_checkpoint = is_last or step % config.checkpoint_every_steps == 0
-        if (
-            do_eval
-            or do_checkpoint
-            or step % config.log_every_steps == 0
-            or time.perf_counter() - window_start >= config.log_every_secs
-        ):
-            host = parallel.metrics_to_host(pending)
-            now = time.perf_counter()  # after the fetch, which waits for the steps to finish
-            means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-            train_images_per_sec = window_steps * config.batch_size / (now - window_start)
-            means["images_per_sec"] = train_images_per_sec
-            writer.write(step, "train", means)
-            eta = (total_steps - step) * (now - window_start) / window_steps
-            console(
-                f"step {step}/{total_steps} | loss {means['loss']:.4f} | "
-                f"accuracy {means['accuracy']:.4f} | lr {means['learning_rate']:.4g} | "
-                f"{train_images_per_sec:,.0f} img/s | ETA {_format_duration(eta)}"
-            )
-            pending.clear()
-            if do_eval:
-                eval_metrics = evaluate()
-                writer.write(step, "eval", eval_metrics)
+    with _StopRequests() as stop:
+        for step in range(start_step + 1, total_steps + 1):
+            state, metrics = train_step(state, next(batches))
+            pending.append(metrics)
+            window_steps += 1
+            is_last = step == total_steps
+            do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
+            stopping = stop.signum is not None or checkpointer.reached_preemption(step)
+            do_checkpoint = is_last or stopping or step % config.checkpoint_every_steps == 0
+            if (
+                do_eval
+                or do_checkpoint
+                or step % config.log_every_steps == 0
+                or time.perf_counter() - window_start >= config.log_every_secs
+            ):
+                host = parallel.metrics_to_host(pending)
+                now = time.perf_counter()  # after the fetch, which waits for the steps to finish
+                means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                train_images_per_sec = window_steps * config.batch_size / (now - window_start)
+                means["images_per_sec"] = train_images_per_sec
+                writer.write(step, "train", means)
+                eta = (total_steps - step) * (now - window_start) / window_steps
                 console(
-                    f"eval at step {step}: loss {eval_metrics['loss']:.4f} | "
-                    f"accuracy {eval_metrics['accuracy']:.4f} "
-                    f"({int(eval_metrics['num_examples'])} examples)"
+                    f"step {step}/{total_steps} | loss {means['loss']:.4f} | "
+                    f"accuracy {means['accuracy']:.4f} | lr {means['learning_rate']:.4g} | "
+                    f"{train_images_per_sec:,.0f} img/s | ETA {_format_duration(eta)}"
                 )
-            if do_checkpoint:
-                checkpointer.save(step, parallel.for_checkpoint(state))
-            # Throughput windows exclude evaluation and checkpointing.
-            window_start, window_steps = time.perf_counter(), 0
+                pending.clear()
+                if do_eval:
+                    eval_metrics = evaluate()
+                    writer.write(step, "eval", eval_metrics)
+                    console(
+                        f"eval at step {step}: loss {eval_metrics['loss']:.4f} | "
+                        f"accuracy {eval_metrics['accuracy']:.4f} "
+                        f"({int(eval_metrics['num_examples'])} examples)"
+                    )
+                if do_checkpoint:
+                    checkpointer.save(step, parallel.for_checkpoint(state))
+                # Throughput windows exclude evaluation and checkpointing.
+                window_start, window_steps = time.perf_counter(), 0
+            if stopping:
+                checkpointer.close()
+                writer.close()
+                raise Interrupted(step, stop.signum or signal.SIGTERM)
     checkpointer.close()
     writer.close()
 

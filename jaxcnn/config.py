@@ -58,6 +58,7 @@ def base_config() -> ml_collections.ConfigDict:
     config.aux_loss_weight = 0.3  # weight of auxiliary classifier losses (GoogLeNet)
 
     config.parallelism = "jit"  # jit (one program over a device mesh) | pmap
+    config.shard_params = False  # jit: split params and optimizer state over devices (FSDP)
     config.log_every_secs = 5.0  # console line
     config.log_every_steps = 50  # JSON-lines and TensorBoard training metrics
     config.eval_every_steps = 0  # 0 = at the end only (and at each checkpoint if > 0)

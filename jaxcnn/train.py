@@ -12,18 +12,20 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from jaxcnn import cli
+from jaxcnn import cli, distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (a Python file with get_config()), optionally FILE:ARG."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = distributed.define_flags()
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    distributed.initialize_from_flags_or_env(_DISTRIBUTED())
     from jaxcnn.training.loop import Interrupted, train_and_evaluate
 
     try:

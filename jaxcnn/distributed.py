@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 import typing
 from collections.abc import Callable
 
@@ -105,6 +106,10 @@ def _started_as_one_of_several_tasks() -> bool:
     )
 
 
+def _or_detected(value: object) -> str:
+    return "(detected)" if value is None else str(value)
+
+
 def initialize_from_flags_or_env(settings: Settings = Settings()) -> bool:
     """Join the other processes of a multi-process run, if this is one; returns whether it is.
 
@@ -127,6 +132,14 @@ def initialize_from_flags_or_env(settings: Settings = Settings()) -> bool:
     }
     # Processes on CPUs (tests, CPU clusters) run their collectives over TCP with gloo.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    # JAX aborts with a terse message if the coordinator cannot be reached; say what we tried.
+    print(
+        f"Joining a multi-process run as process {_or_detected(settings.process_id)} of "
+        f"{_or_detected(settings.num_processes)}, coordinated at "
+        f"{_or_detected(settings.coordinator_address)}.",
+        file=sys.stderr,
+        flush=True,
+    )
     try:
         jax.distributed.initialize(
             coordinator_address=settings.coordinator_address,

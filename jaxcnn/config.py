@@ -12,7 +12,7 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.seed = 0
+    config.seed = 0  # initialisation, data order, augmentation and dropout
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "lenet5"  # see `python -m jaxcnn.models`
@@ -29,13 +29,13 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset.std = ()  # per-channel std in [0, 1]; () = the preset's
     config.dataset.augment = "default"  # default (the preset's) | none | flip | crop_flip
     config.dataset.crop_padding = 4  # zero padding of crop_flip, in pixels
-    config.dataset.shuffle_buffer = 16_384
+    config.dataset.shuffle_buffer = 16_384  # examples in tf.data's shuffle buffer
     config.dataset.cache = True  # keep the encoded dataset in memory after the first epoch
 
     config.batch_size = 128  # global: across all devices and processes
-    config.eval_batch_size = 256
+    config.eval_batch_size = 256  # global; the last batch is padded and masked
     config.num_epochs = 10.0  # training length, unless num_train_steps > 0
-    config.num_train_steps = -1
+    config.num_train_steps = -1  # > 0: train exactly this many steps
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"  # sgd | adamw
@@ -54,13 +54,14 @@ def base_config() -> ml_collections.ConfigDict:
     config.schedule.step_epochs = ()  # step: epochs at which the rate is multiplied ...
     config.schedule.step_factor = 0.1  # ... by this factor
 
-    config.label_smoothing = 0.0
+    config.label_smoothing = 0.0  # mix this much of the uniform distribution into targets
     config.aux_loss_weight = 0.3  # weight of auxiliary classifier losses (GoogLeNet)
 
     config.parallelism = "jit"  # jit (one program over a device mesh) | pmap
-    config.log_every_secs = 5.0  # console line
-    config.log_every_steps = 50  # JSON-lines and TensorBoard training metrics
-    config.eval_every_steps = 0  # 0 = at the end only (and at each checkpoint if > 0)
-    config.checkpoint_every_steps = 500
-    config.keep_checkpoints = 3
+    # Training metrics (console, metrics.jsonl, TensorBoard) every N steps or T seconds.
+    config.log_every_secs = 5.0
+    config.log_every_steps = 50
+    config.eval_every_steps = 0  # evaluate every N steps; 0 = at the end only
+    config.checkpoint_every_steps = 500  # and always at the end (and when stopped by a signal)
+    config.keep_checkpoints = 3  # the last N checkpoints are kept
     return config

@@ -9,16 +9,20 @@ distributions in JAX (:mod:`jaxcnn.data.device`); ``tests/test_augment.py`` chec
 
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 
 import tensorflow as tf
-import tensorflow.experimental.numpy as tnp
 
 from jaxcnn.data.boxes import erase_box
 from jaxcnn.data.spec import AUGMENTS
 from jaxcnn.errors import unknown_choice
 
 Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
+# The functions of jax.numpy that jaxcnn.data.boxes uses, in TensorFlow.
+_TF_MATH = types.SimpleNamespace(
+    exp=tf.exp, sqrt=tf.sqrt, round=tf.round, floor=tf.floor, clip=tf.clip_by_value
+)
 
 # Inception-style crops: the fraction of the image area and the aspect-ratio range they sample.
 CROP_AREA = (0.08, 1.0)
@@ -108,7 +112,7 @@ def random_erasing(image: tf.Tensor, seed: tf.Tensor, prob: float) -> tf.Tensor:
     box_seed, noise_seed = _split(seed, 2)
     height, width = image.shape[0], image.shape[1]
     u = tf.unstack(tf.random.stateless_uniform([5], box_seed))
-    apply, top, left, box_h, box_w = erase_box(u, height, width, prob, tnp)
+    apply, top, left, box_h, box_w = erase_box(u, height, width, prob, _TF_MATH)
     rows = tf.range(height, dtype=tf.float32)[:, None, None]
     cols = tf.range(width, dtype=tf.float32)[None, :, None]
     inside = (rows >= top) & (rows < top + box_h) & (cols >= left) & (cols < left + box_w)

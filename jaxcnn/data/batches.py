@@ -57,20 +57,10 @@ def prefetch(iterator: Iterator[Any], transform: Callable[[Any], Any], size: int
         yield item
 
 
-def _layout(
-    shard_batch: ShardBatch, local_batch_size: int, image_shape: tuple, keys: tuple[str, ...]
-) -> device.BatchLayout:
+def _layout(shard_batch: ShardBatch, local_batch_size: int) -> device.BatchLayout:
     """Where ``shard_batch`` puts a batch: read off a batch of zeros."""
-    zeros = {
-        "image": np.zeros((local_batch_size, *image_shape), np.float32),
-        "label": np.zeros((local_batch_size,), np.int32),
-        "mask": np.zeros((local_batch_size,), bool),
-    }
-    placed = shard_batch({k: zeros[k] for k in keys})
-    return device.BatchLayout(
-        shapes={k: v.shape[: v.ndim - zeros[k].ndim + 1] for k, v in placed.items()},
-        shardings={k: v.sharding for k, v in placed.items()},
-    )
+    placed = shard_batch({"label": np.zeros((local_batch_size,), np.int32)})["label"]
+    return device.BatchLayout(leading=placed.shape, sharding=placed.sharding)
 
 
 def _mixer(config: ml_collections.ConfigDict, seed: int, num_classes: int):
@@ -124,7 +114,7 @@ def train_batches(
     local_batch_size = batch_size // process_count
     info = dataset_info(config)
     if config.pipeline == "device":
-        layout = _layout(shard_batch, local_batch_size, info.image_shape, ("image", "label"))
+        layout = _layout(shard_batch, local_batch_size)
         batches = device.train_iterator(
             config,
             batch_size=batch_size,
@@ -159,14 +149,12 @@ def eval_batches(
     process_index, process_count = jax.process_index(), jax.process_count()
     local_batch_size = batch_size // process_count
     if config.pipeline == "device":
-        info = device.dataset_info(config)
-        keys = ("image", "label", "mask")
         batches, _ = device.eval_iterator(
             config,
             batch_size=batch_size,
             process_index=process_index,
             process_count=process_count,
-            layout=_layout(shard_batch, local_batch_size, info.image_shape, keys),
+            layout=_layout(shard_batch, local_batch_size),
         )
         return batches
     from jaxcnn.data import pipeline

@@ -13,7 +13,7 @@ ERASE_ASPECT = (0.3, 1 / 0.3)
 
 def erase_box(u: Sequence, height: int, width: int, prob: float, xp: Any) -> tuple:
     """(apply, top, left, box height, box width) of a random-erasing box from five U(0, 1)
-    draws ``u``; ``xp`` is the array namespace (``tf.experimental.numpy`` or ``jax.numpy``), so
+    draws ``u``; ``xp`` is ``jax.numpy`` or its TensorFlow stand-in, so
     that both pipelines draw boxes from the very same distribution."""
     u_apply, u_area, u_aspect, u_top, u_left = u
     area = height * width * (ERASE_AREA[0] + (ERASE_AREA[1] - ERASE_AREA[0]) * u_area)

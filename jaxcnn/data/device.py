@@ -23,7 +23,8 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -42,15 +43,15 @@ _ORDER_STREAM, _AUGMENT_STREAM = 0, 1
 
 @dataclasses.dataclass(frozen=True)
 class BatchLayout:
-    """How batches should come out: the shape and sharding of each array (from the parallel
-    strategy's ``shard_batch``). Leading dimensions hold ``size`` examples in all."""
+    """How batches should come out, as the parallel strategy's ``shard_batch`` lays them out:
+    the leading (example) dimensions of every array, and their sharding."""
 
-    shapes: Mapping[str, tuple[int, ...]]
-    shardings: Mapping[str, jax.sharding.Sharding]
+    leading: tuple[int, ...]
+    sharding: jax.sharding.NamedSharding
 
     @property
     def size(self) -> int:
-        return math.prod(self.shapes["label"])
+        return math.prod(self.leading)
 
 
 def array_path(config: ml_collections.ConfigDict) -> str:
@@ -235,18 +236,22 @@ def _placement(
     if layout.size not in (batch_size, local_batch_size):
         raise ValueError(f"layout of {layout.size} examples for batch size {batch_size}")
     start = 0 if layout.size == batch_size else process_index * local_batch_size
-    mesh = layout.shardings["label"].mesh
-    return start, layout.size, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    replicated = jax.sharding.NamedSharding(layout.sharding.mesh, jax.sharding.PartitionSpec())
+    return start, layout.size, replicated
 
 
-def _reshaper(layout: BatchLayout | None):
+@functools.lru_cache(maxsize=16)
+def _compile(fn: Callable, options: tuple[tuple[str, Any], ...], layout: BatchLayout | None):
+    """``fn`` with keyword ``options``, jitted, its outputs laid out as ``layout`` says (cached:
+    one compilation per configuration, however many iterators a run creates)."""
+    make = functools.partial(fn, **dict(options))
     if layout is None:
-        return lambda batch: batch
-    return lambda batch: {k: v.reshape(*layout.shapes[k], *v.shape[1:]) for k, v in batch.items()}
+        return jax.jit(make)
 
+    def laid_out(*args):
+        return {k: v.reshape(*layout.leading, *v.shape[1:]) for k, v in make(*args).items()}
 
-def _out_shardings(layout: BatchLayout | None, keys: tuple[str, ...]):
-    return None if layout is None else {k: layout.shardings[k] for k in keys}
+    return jax.jit(laid_out, out_shardings=layout.sharding)
 
 
 def train_iterator(
@@ -275,14 +280,8 @@ def train_iterator(
     start, count, placement = _placement(layout, batch_size, process_index, process_count)
     images = jax.device_put(arrays["train_image"], placement)
     labels = jax.device_put(arrays["train_label"], placement)
-    make = functools.partial(
-        _train_batch, seed=seed, spec=spec, batch_size=batch_size, start=start, count=count
-    )
-    reshape = _reshaper(layout)
-    batch_fn = jax.jit(
-        lambda images, labels, step: reshape(make(images, labels, step)),
-        out_shardings=_out_shardings(layout, ("image", "label")),
-    )
+    options = dict(seed=seed, spec=spec, batch_size=batch_size, start=start, count=count)
+    batch_fn = _compile(_train_batch, tuple(options.items()), layout)
     step = start_step
     while True:
         yield batch_fn(images, labels, step)
@@ -309,8 +308,7 @@ def eval_iterator(
     start, count, placement = _placement(layout, batch_size, process_index, process_count)
     images = jax.device_put(arrays["eval_image"], placement)
     labels = jax.device_put(arrays["eval_label"], placement)
-    make = functools.partial(
-        _eval_batch,
+    options = dict(
         spec=spec,
         part_starts=tuple(bounds[:-1]),
         part_sizes=part_sizes,
@@ -318,9 +316,5 @@ def eval_iterator(
         start=start,
         count=count,
     )
-    reshape = _reshaper(layout)
-    batch_fn = jax.jit(
-        lambda images, labels, index: reshape(make(images, labels, index)),
-        out_shardings=_out_shardings(layout, ("image", "label", "mask")),
-    )
+    batch_fn = _compile(_eval_batch, tuple(options.items()), layout)
     return (batch_fn(images, labels, index) for index in range(num_batches)), num_batches

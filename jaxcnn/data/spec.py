@@ -64,7 +64,7 @@ def resolve_spec(
     if preset:
         height, width = preset.image_shape[:2]
     size = config.image_size or height
-    if not size or width is None:
+    if not size or not (config.image_size or width):
         raise UserError(
             f"dataset {config.name!r} has images of varying size; set dataset.image_size"
         )

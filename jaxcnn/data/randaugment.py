@@ -77,7 +77,7 @@ def _auto_contrast(image: tf.Tensor, level: tf.Tensor) -> tf.Tensor:
     low = tf.reduce_min(image, axis=(0, 1), keepdims=True)
     high = tf.reduce_max(image, axis=(0, 1), keepdims=True)
     scale = tf.where(high > low, 255.0 / tf.maximum(high - low, 1e-3), 1.0)
-    return tf.where(high > low, (image - low) * scale, image)
+    return tf.clip_by_value(tf.where(high > low, (image - low) * scale, image), 0.0, 255.0)
 
 
 def _solarize(image: tf.Tensor, level: tf.Tensor) -> tf.Tensor:

@@ -93,7 +93,8 @@ def decode_random_resized_crop(encoded: tf.Tensor, seed: tf.Tensor, channels: in
         window = crop_window(tf.shape(image))
         return tf.slice(image, [window[0], window[1], 0], [window[2], window[3], -1])
 
-    return tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
+    image = tf.cond(tf.io.is_jpeg(encoded), from_jpeg, from_other)
+    return tf.ensure_shape(image, [None, None, channels])
 
 
 def resize_center_crop(image: tf.Tensor, size: int) -> tf.Tensor:

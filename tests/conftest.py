@@ -16,11 +16,14 @@ SHARED_DATASETS = REPO.parent / "shared" / "datasets"
 @pytest.fixture(scope="session")
 def digits_data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     """A TFDS data dir with the digits dataset prepared (offline, from scikit-learn)."""
-    from jaxcnn.data import prepared_builder
+    from jaxcnn import data
+    from jaxcnn.config import base_config
 
-    data_dir = str(tmp_path_factory.mktemp("tfds"))
-    prepared_builder("digits", data_dir)
-    return data_dir
+    config = base_config().dataset
+    config.name = "digits"
+    config.data_dir = str(tmp_path_factory.mktemp("tfds"))
+    assert data.dataset_info(config).num_train_examples == 1437  # prepares it
+    return config.data_dir
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300):

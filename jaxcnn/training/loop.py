@@ -12,11 +12,9 @@ import functools
 import json
 import math
 import os
-import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -58,26 +56,6 @@ def training_steps(config: ml_collections.ConfigDict, num_train_examples: int) -
     if config.num_train_steps > 0:
         return steps_per_epoch, config.num_train_steps
     return steps_per_epoch, max(1, math.ceil(config.num_epochs * steps_per_epoch))
-
-
-def _prefetch(iterator: Iterator[Any], transform: Callable[[Any], Any], size: int = 2):
-    """Apply ``transform`` (the host → device copy) in a thread, ``size`` batches ahead."""
-    buffer: queue.Queue = queue.Queue(maxsize=size)
-    done = object()
-
-    def producer() -> None:
-        try:
-            for item in iterator:
-                buffer.put(transform(item))
-        except Exception as error:  # handed to the consumer, raised there
-            buffer.put(error)
-        buffer.put(done)
-
-    threading.Thread(target=producer, daemon=True).start()
-    while (item := buffer.get()) is not done:
-        if isinstance(item, Exception):
-            raise item
-        yield item
 
 
 class Interrupted(Exception):
@@ -188,15 +166,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_step = parallel.compile_eval(make_eval_step(model, axis_name=parallel.axis_name))
 
     def evaluate() -> dict[str, float]:
-        batches, _ = data.eval_iterator(
-            config.dataset,
-            batch_size=config.eval_batch_size // jax.process_count(),
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+        batches = data.eval_batches(
+            config.dataset, batch_size=config.eval_batch_size, shard_batch=parallel.shard_batch
         )
         totals = None
         for batch in batches:
-            sums = eval_step(state, parallel.shard_batch(batch))
+            sums = eval_step(state, batch)
             totals = sums if totals is None else tree_add(totals, sums)
         totals = parallel.metrics_to_host(totals)
         count = float(totals["count"])
@@ -206,15 +181,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             "num_examples": count,
         }
 
-    local_batches = data.train_iterator(
+    batches = data.train_batches(
         config.dataset,
-        batch_size=config.batch_size // jax.process_count(),
+        batch_size=config.batch_size,
         seed=config.seed,
         start_step=start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+        shard_batch=parallel.shard_batch,
     )
-    batches = _prefetch(local_batches, parallel.shard_batch)
     writer = MetricWriter(workdir)
     pending: list[dict[str, jax.Array]] = []
     window_start, window_steps = time.perf_counter(), 0

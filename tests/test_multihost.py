@@ -19,7 +19,8 @@ import time
 from pathlib import Path
 
 import pytest
-from test_parallel import REPO, TOLERANCE, cpu_devices_env
+from conftest import REPO
+from test_parallel import TOLERANCE, cpu_devices_env
 
 from jaxcnn import distributed
 from jaxcnn.errors import UserError
@@ -177,13 +178,16 @@ def test_two_processes_train_like_one_device_and_stop_when_one_dies(tmp_path: Pa
     assert "died" in (tmp_path / "process0.log").read_text()
 
 
-def _train(workdir: Path, *extra: str, launcher: list[str], devices: int) -> tuple[str, dict]:
+def _train(
+    workdir: Path, data_dir: str, *extra: str, launcher: list[str], devices: int
+) -> tuple[str, dict]:
     """Run the quickstart briefly; returns its console output and results."""
     completed = subprocess.run(
         [
             *launcher,
             f"--config={REPO / 'experiments' / 'quickstart.py'}",
             f"--workdir={workdir}",
+            f"--config.dataset.data_dir={data_dir}",
             "--config.batch_size=32",
             "--config.eval_batch_size=64",
             "--config.schedule.warmup_epochs=0",
@@ -202,7 +206,7 @@ def _train(workdir: Path, *extra: str, launcher: list[str], devices: int) -> tup
 
 
 @pytest.mark.timeout(300)
-def test_quickstart_on_two_processes_resumes_on_one(tmp_path: Path) -> None:
+def test_quickstart_on_two_processes_resumes_on_one(tmp_path: Path, digits_data_dir: str) -> None:
     workdir = tmp_path / "run"
     two_processes = [
         sys.executable,
@@ -213,7 +217,7 @@ def test_quickstart_on_two_processes_resumes_on_one(tmp_path: Path) -> None:
         f"--heartbeat_timeout_seconds={HEARTBEAT_TIMEOUT_SECONDS * 4}",
     ]
     console, trained = _train(
-        workdir, "--config.num_train_steps=4", launcher=two_processes, devices=2
+        workdir, digits_data_dir, "--config.num_train_steps=4", launcher=two_processes, devices=2
     )
     assert console.count("4 cpu device(s) in 2 process(es)") == 1  # process 0 alone prints
     assert trained["step"] == 4
@@ -223,7 +227,7 @@ def test_quickstart_on_two_processes_resumes_on_one(tmp_path: Path) -> None:
 
     one_process = [sys.executable, "-m", "jaxcnn.train"]
     console, restored = _train(
-        workdir, "--config.num_train_steps=4", launcher=one_process, devices=1
+        workdir, digits_data_dir, "--config.num_train_steps=4", launcher=one_process, devices=1
     )
     assert "Resuming from the checkpoint at step 4." in console
     assert "1 cpu device(s) in 1 process(es)" in console
@@ -232,7 +236,7 @@ def test_quickstart_on_two_processes_resumes_on_one(tmp_path: Path) -> None:
     assert restored["eval"]["loss"] == pytest.approx(trained["eval"]["loss"], abs=TOLERANCE)
 
     console, continued = _train(
-        workdir, "--config.num_train_steps=6", launcher=one_process, devices=1
+        workdir, digits_data_dir, "--config.num_train_steps=6", launcher=one_process, devices=1
     )
     assert "Resuming from the checkpoint at step 4." in console
     assert continued["step"] == 6

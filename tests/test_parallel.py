@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parents[1]
 NUM_DEVICES = 8
 GLOBAL_BATCH = 16
 IMAGE_SHAPE = (8, 8, 3)

@@ -70,7 +70,12 @@ class Interrupted(Exception):
 
 
 class _StopRequests:
-    """Turns SIGTERM/SIGINT (preemption, Ctrl-C) into a flag the loop checks between steps."""
+    """Turns SIGTERM/SIGINT (preemption, Ctrl-C) into a flag the loop checks between steps.
+
+    Only in a single process: with several, every process must stop at the same step, which
+    JAX's own preemption notice agrees on (``Checkpointer.reached_preemption``), so its SIGTERM
+    handler is left in place.
+    """
 
     SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
@@ -79,7 +84,7 @@ class _StopRequests:
         self._previous = {}
 
     def __enter__(self) -> _StopRequests:
-        if threading.current_thread() is threading.main_thread():
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
             for signum in self.SIGNALS:
                 self._previous[signum] = signal.signal(signum, self._request)
         return self

@@ -8,8 +8,10 @@
 # Importing a family module registers its models.
 from jaxcnn.models import (  # noqa: F401
     alexnet,
+    efficientnet,
     googlenet,
     lenet,
+    mobilenet,
     resnet,
     simple_cnn,
     vgg,

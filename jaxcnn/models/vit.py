@@ -103,7 +103,7 @@ class VisionTransformer(nn.Module):
             [jnp.broadcast_to(cls, (x.shape[0], 1, x.shape[2])).astype(x.dtype), x], axis=1
         )
         pos = self.param(
-            "pos_embedding", nn.initializers.normal(0.02), x.shape[1:], self.param_dtype
+            "pos_embedding", nn.initializers.normal(0.02), (1, *x.shape[1:]), self.param_dtype
         )
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x + pos)
         for i in range(self.num_layers):

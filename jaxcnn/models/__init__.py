@@ -6,7 +6,18 @@
 """
 
 # Importing a family module registers its models.
-from jaxcnn.models import lenet, resnet, simple_cnn  # noqa: F401
+from jaxcnn.models import (  # noqa: F401
+    alexnet,
+    convnext,
+    efficientnet,
+    googlenet,
+    lenet,
+    mobilenet,
+    resnet,
+    simple_cnn,
+    vgg,
+    vit,
+)
 from jaxcnn.models.registry import ModelSpec, create, get_spec, list_models, register
 
 __all__ = ["ModelSpec", "create", "get_spec", "list_models", "register"]

@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import REPO
 from test_parallel import TOLERANCE, cpu_devices_env
 
 from jaxcnn import distributed
 from jaxcnn.errors import UserError
+
+from conftest import REPO
 
 HEARTBEAT_TIMEOUT_SECONDS = 5
 NUM_PROCESSES = 2

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import ml_collections
 
-from conftest import REPO
 from jaxcnn.config import base_config
+
+from conftest import REPO
 
 
 def _leaves(config: ml_collections.ConfigDict, prefix: str = "") -> list[str]:

@@ -12,11 +12,12 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
-from conftest import REPO, SHARED_DATASETS, run_cli
 
 from jaxcnn.cli import load_config_file
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.loop import build_model, train_and_evaluate
+
+from conftest import REPO, SHARED_DATASETS, run_cli
 
 QUICKSTART = "experiments/quickstart.py"
 

@@ -30,3 +30,11 @@ def test_ci_runs_the_readme_setup_and_test_command():
     ci = (REPO / ".ci" / "run").read_text()
     assert 'pip install -e ".[dev]" && python -m pytest' in readme
     assert 'pip install --quiet -e ".[dev]"' in ci and "python -m pytest" in ci
+
+
+def test_readme_model_table_lists_every_model():
+    from jaxcnn import models
+
+    readme = (REPO / "README.md").read_text()
+    missing = [name for name in models.list_models() if f"| {name} |" not in readme]
+    assert not missing, f"README.md's model table lacks: {missing}"

@@ -218,7 +218,8 @@ def plot_curves(runs: Sequence[Run], labels: Sequence[str], path: str, title: st
             records = run.records.get(split, [])
             steps = [r["step"] for r in records]
             values = [r[metric] for r in records]
-            style = "o-" if split == "eval" else "-"
+            # Evaluation points, and a lone training record, need markers to be seen.
+            style = "o-" if split == "eval" or len(records) == 1 else "-"
             ax.plot(steps, values, style, color=f"C{i % 10}", label=label, markersize=4)
         ax.set_title(panel_title)
         ax.set_ylabel(metric)

@@ -186,18 +186,16 @@ def test_offline_unprepared_dataset_fails_fast(tmp_path):
     reason=f"the prepared offline CIFAR-10 copy is not at {SHARED_DATASETS}/cifar10_jpeg",
 )
 def test_offline_cifar10_jpeg_short_run(tmp_path):
+    """The headline experiment, offline: experiments/resnet_cifar.py on the prepared JPEG copy."""
     result = run_cli(
         "jaxcnn.train",
-        f"--config={QUICKSTART}",
+        "--config=experiments/resnet_cifar.py",
         f"--workdir={tmp_path}",
-        "--config.model.name=resnet20",
         "--config.dataset.name=cifar10_jpeg",
-        "--config.dataset.image_size=0",
         "--config.dataset.cache=False",
         "--config.dataset.shuffle_buffer=256",
         "--config.dataset.eval_split=test[:500]",
         "--config.num_train_steps=4",
-        "--config.schedule.warmup_epochs=0",
         "--config.batch_size=16",
         "--config.eval_batch_size=128",
         env={"TFDS_DATA_DIR": str(SHARED_DATASETS)},

@@ -10,8 +10,8 @@ local response normalisation, overlapping pooling and 10-crop testing, 59.3%).
 Hyper-parameters (torchvision's reference recipe, close to the paper's): SGD with momentum 0.9,
 learning rate 0.01 divided by 10 every 30 epochs, 90 epochs, batch 256, weight decay 1e-4
 (the paper: 5e-4, batch 128), dropout 0.5 in the classifier. Augmentation: the reference uses
-random-resized crops to 224 and horizontal flips; until those land this config uses the
-dataset's default augmentation at 224×224.
+random-resized crops to 224 and horizontal flips; so does this config (the
+imagenet2012 preset's default, `inception_crop`).
 """
 
 import ml_collections

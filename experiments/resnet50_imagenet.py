@@ -11,7 +11,8 @@ Hyper-parameters: SGD with momentum 0.9, learning rate 0.1 for batch 256 (scale 
 with the batch, with a 5-epoch warm-up above 1k, as in Goyal et al.), divided by 10 at epochs
 30, 60 and 80 of 90, weight decay 1e-4 (the paper: 60 × 10^4 iterations and a plateau schedule).
 Augmentation: the references use random-resized crops to 224 and flips (the paper also colour
-augmentation); until ImageNet augmentations land this config uses the dataset's default one.
+augmentation); this config uses random-resized crops and flips
+(the imagenet2012 preset's default, `inception_crop`).
 """
 
 import ml_collections

@@ -11,8 +11,8 @@ in the first two dense layers, learning rate 0.01 divided by 10 three times over
 (when the validation accuracy stalled; here at epochs 30, 50 and 65). The paper initialised the
 deeper nets from a trained shallower one; like torchvision this starts from scratch with
 Kaiming initialisation, which works without it. Augmentation: the paper crops 224×224 from
-images rescaled to a random size in [256, 512] and flips them; until ImageNet augmentations land
-this config uses the dataset's default augmentation at 224×224.
+images rescaled to a random size in [256, 512] and flips them; this config uses the
+closest standard one, random-resized crops to 224 and flips (the preset's default).
 """
 
 import ml_collections

@@ -10,8 +10,8 @@ prepared for TFDS by hand.
 Hyper-parameters (the paper's): Adam(W) with β 0.9/0.999, batch 4096, learning rate 3e-3 with
 a 10k-step linear warm-up and cosine decay (here: warm-up of 32 epochs ≈ 10k steps at batch
 4096), 300 epochs, weight decay 0.3, global-norm gradient clipping at 1.0, dropout 0.1.
-Augmentation: the paper uses Inception-style random crops and flips; until those land this
-config uses the dataset's default augmentation at 224×224.
+Augmentation: the paper uses Inception-style random crops and flips; so does this config (the
+imagenet2012 preset's default, `inception_crop`).
 """
 
 import ml_collections

@@ -96,12 +96,26 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(explained or " ".join(str(error).split()))
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled XLA programs across runs, so a resumed or repeated run skips compilation.
+
+    The cache lives in ``$JAXCNN_CACHE_DIR`` or ``~/.cache/jaxcnn/xla``; programs that took under
+    a second to compile are not worth the disk.
+    """
+    import jax
+
+    path = os.environ.get("JAXCNN_CACHE_DIR") or os.path.expanduser("~/.cache/jaxcnn/xla")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)`` where flag errors and :class:`UserError` end with exit status 2."""
 
     def guarded(argv: list[str]) -> None:
         # Orbax and tfds log every step of their work at INFO; warnings still show.
         logging.set_verbosity(logging.WARNING)
+        enable_compilation_cache()
         try:
             main(argv)
         except UserError as error:

@@ -1,0 +1,36 @@
+"""The train-step benchmark still runs (a tiny smoke run; speed itself is in BENCHMARKS.md)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import pytest
+
+from conftest import run_cli
+
+
+@pytest.mark.timeout(180)
+def test_train_step_benchmark_smoke_run(tmp_path):
+    output = tmp_path / "results.json"
+    result = run_cli(
+        "benchmarks.train_step",
+        "--models=resnet20",
+        "--batch=4",
+        "--windows=1",
+        "--steps=1",
+        f"--output={output}",
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(output.read_text())["results"]
+    assert row["parameters"] == 269_722
+    assert row["jaxcnn_images_per_sec"] > 0 and row["flops_per_step"] > 0
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed (pip install -e '.[bench]'): PyTorch side not run")
+    assert row["torch_images_per_sec"] > 0
+
+
+def test_unknown_case_is_one_line():
+    result = run_cli("benchmarks.train_step", "--models=resnet9000")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: unknown case 'resnet9000'")

@@ -8,8 +8,9 @@ linear 1×1 projection; residual with stochastic depth when the shape is kept), 
 B1–B7 scale B0 by compound scaling: channels × ``width_mult`` (rounded to multiples of 8),
 blocks per stage × ``depth_mult`` (rounded up), and a larger default resolution; dropout grows
 from 0.2 to 0.5. The stochastic-depth rate rises linearly from 0 to ``stochastic_depth_rate``
-(0.2) over the blocks. Follows torchvision's layout and its BatchNorm settings (ε = 1e-5) and
-the paper's resolutions (B2: 260, where torchvision's weights were evaluated at 288).
+(0.2) over the blocks. Follows torchvision's layout (BatchNorm with PyTorch's default ε = 1e-5
+and momentum, where the TensorFlow original uses ε = 1e-3) and the paper's resolutions (B2:
+260, where torchvision's weights were evaluated at 288).
 B0 has 5,288,548 parameters at 224×224 with 1000 classes.
 """
 

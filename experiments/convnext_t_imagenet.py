@@ -20,7 +20,7 @@ from jaxcnn.config import base_config
 
 def get_config() -> ml_collections.ConfigDict:
     config = base_config()
-    config.model.name = "convnext_t"
+    config.model.name = "convnext_tiny"
     config.model.stochastic_depth_rate = 0.1
     config.dataset.name = "imagenet2012"
     config.dataset.image_size = 224

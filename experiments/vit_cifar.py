@@ -21,6 +21,7 @@ from jaxcnn.config import base_config
 def get_config() -> ml_collections.ConfigDict:
     config = base_config()
     config.model.name = "vit_s16"
+    config.model.image_size = 32
     config.model.patch_size = 4
     config.dataset.name = "cifar10"
     config.dataset.augment = "crop_flip"

@@ -27,8 +27,7 @@ from absl import flags
 from jaxcnn import cli
 from jaxcnn.errors import UserError
 from jaxcnn.sweeps import MANIFEST_FILE
-from jaxcnn.training.loop import CONFIG_FILE, RESULTS_FILE
-from jaxcnn.training.writers import METRICS_FILE
+from jaxcnn.training.writers import CONFIG_FILE, METRICS_FILE, RESULTS_FILE
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Where to write the report; '' = DIR.")
 

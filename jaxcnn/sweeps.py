@@ -33,7 +33,7 @@ import ml_collections
 
 from jaxcnn import cli
 from jaxcnn.errors import UserError
-from jaxcnn.training.loop import RESULTS_FILE
+from jaxcnn.training.writers import RESULTS_FILE
 
 Overrides = dict[str, Any]
 

@@ -30,10 +30,8 @@ from jaxcnn.training.optim import make_optimizer, make_schedule
 from jaxcnn.training.parallel import make_parallel, tree_add
 from jaxcnn.training.state import init_train_state
 from jaxcnn.training.step import make_eval_step, make_train_step
-from jaxcnn.training.writers import MetricWriter, console
+from jaxcnn.training.writers import CONFIG_FILE, RESULTS_FILE, MetricWriter, console
 
-RESULTS_FILE = "results.json"
-CONFIG_FILE = "config.json"
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 

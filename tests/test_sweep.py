@@ -92,11 +92,12 @@ def test_bad_sweep_input_is_one_line_and_exit_2(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_quickstart_sweep_runs_reports_and_skips_when_rerun(tmp_path):
+def test_quickstart_sweep_runs_reports_and_skips_when_rerun(tmp_path, digits_data_dir):
     workdir = tmp_path / "sweep"
     common = [
         "--config=experiments/quickstart.py",
         f"--workdir={workdir}",
+        f"--config.dataset.data_dir={digits_data_dir}",
         "--config.num_train_steps=20",
         "--config.schedule.warmup_epochs=0",
         "--config.log_every_steps=5",
@@ -123,5 +124,5 @@ def test_quickstart_sweep_runs_reports_and_skips_when_rerun(tmp_path):
     again = _cli(*common)
     assert again.returncode == 0, again.stderr
     assert again.stdout.count("skip ") == 4 and "start " not in again.stdout
-    printed = _cli(*common, "--print_commands", "--launcher=sbatch launch/slurm.sbatch")
+    printed = _cli(*common, "--print_commands", "--launcher=srun --nodes 1")
     assert printed.stdout.count("# finished: ") == 4

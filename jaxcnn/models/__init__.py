@@ -6,7 +6,16 @@
 """
 
 # Importing a family module registers its models.
-from jaxcnn.models import lenet, resnet, simple_cnn  # noqa: F401
+from jaxcnn.models import (  # noqa: F401
+    alexnet,
+    efficientnet,
+    googlenet,
+    lenet,
+    mobilenet,
+    resnet,
+    simple_cnn,
+    vgg,
+)
 from jaxcnn.models.registry import ModelSpec, create, get_spec, list_models, register
 
 __all__ = ["ModelSpec", "create", "get_spec", "list_models", "register"]

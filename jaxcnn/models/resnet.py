@@ -1,71 +1,243 @@
-"""ResNets for CIFAR (He, Zhang, Ren & Sun, 2016, "Deep Residual Learning", §4.2).
+"""Residual networks: ImageNet and CIFAR ResNets, their pre-activation forms, and Wide ResNets.
 
-Depth 6n+2: a 3×3 conv with 16 filters, three stages of n basic blocks with 16, 32 and 64
-filters (the first block of stages 2 and 3 halves the resolution), global average pooling and
-a dense classifier. The paper's shortcut option A (identity, subsampled and zero-padded in
-channels when the shape changes) is the default and gives ResNet-20 its 0.27M parameters;
-``shortcut='B'`` uses 1×1 projection convolutions instead.
+* ImageNet ResNet-18/34/50/101/152 (He, Zhang, Ren & Sun, 2016, "Deep Residual Learning for
+  Image Recognition"): a 7×7/2 stem and 3×3/2 max pool, four stages of basic (18, 34) or
+  bottleneck (50+) blocks with 64·2^i base filters, 1×1 projection shortcuts where the shape
+  changes (option B), global average pooling and a dense head. As in torchvision ("ResNet
+  v1.5") the bottleneck's stride sits on its 3×3 convolution rather than the first 1×1.
+  ResNet-18: 11,689,512 parameters; ResNet-50: 25,557,032 (224×224, 1000 classes).
+  ``small_images=True`` swaps the stem for a 3×3 stride-1 convolution without max pool, the
+  usual way to train these networks on 32×32 images.
+* CIFAR ResNet-20/32/44/56/110 (same paper, §4.2): depth 6n+2, a 3×3 conv with 16 filters, three
+  stages of n basic blocks with 16, 32 and 64 filters, and the paper's parameter-free shortcut
+  option A (identity, subsampled and zero-padded in channels where the shape changes);
+  ``shortcut='B'`` uses projections instead. ResNet-20: 269,722 parameters.
+* Pre-activation variants (He, Zhang, Ren & Sun, 2016, "Identity Mappings in Deep Residual
+  Networks"), ``preact=True``: each block computes BN → ReLU → conv twice (or three times in a
+  bottleneck) and adds the untouched input; a projection shortcut is a bare 1×1 convolution
+  applied to the pre-activated input; the stem is a bare convolution and a final BN → ReLU
+  precedes pooling. Named ``preact_resnet18`` … ``preact_resnet152`` and ``preact_resnet20`` …
+  ``preact_resnet110``.
+* Wide ResNets (Zagoruyko & Komodakis, 2016, "Wide Residual Networks"): pre-activation CIFAR
+  ResNets of depth 6n+4 whose stages have 16k, 32k and 64k filters, with projection shortcuts
+  and optional dropout between the two convolutions of a block. WRN-28-10 is ``wrn28_10``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.models.layers import conv_kernel_init
 from jaxcnn.models.registry import register
 
 
-class CifarBasicBlock(nn.Module):
+class _Layers:
+    """Convolution and BatchNorm factories with a block's dtypes and BatchNorm axis name."""
+
+    def __init__(self, module: nn.Module, train: bool) -> None:
+        self.module = module
+        self.train = train
+
+    def conv(self, filters: int, kernel: int, strides: int, name: str) -> nn.Conv:
+        m = self.module
+        return nn.Conv(
+            filters,
+            (kernel, kernel),
+            (strides, strides),
+            padding=(kernel - 1) // 2,
+            use_bias=False,
+            kernel_init=conv_kernel_init,
+            dtype=m.dtype,
+            param_dtype=m.param_dtype,
+            name=name,
+        )
+
+    def norm(self, name: str) -> nn.BatchNorm:
+        m = self.module
+        return nn.BatchNorm(
+            use_running_average=not self.train,
+            momentum=0.9,
+            epsilon=1e-5,
+            dtype=m.dtype,
+            param_dtype=m.param_dtype,
+            axis_name=m.bn_axis_name,
+            name=name,
+        )
+
+
+def _shortcut_a(x: jnp.ndarray, filters: int, strides: int) -> jnp.ndarray:
+    """Option A: subsample spatially and zero-pad the channels up to ``filters``."""
+    x = x[:, ::strides, ::strides, :]
+    pad = filters - x.shape[-1]
+    return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad // 2, pad - pad // 2)))
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convolutions and a shortcut, post- or pre-activation.
+
+    ``shortcut`` is 'A' (zero-padded identity) or 'B' (1×1 projection) where the shape changes;
+    ``dropout_rate`` drops units between the convolutions (Wide ResNets).
+    """
+
     filters: int
-    strides: int
-    shortcut: str
-    dtype: Any
-    param_dtype: Any
-    bn_axis_name: str | None
+    strides: int = 1
+    preact: bool = False
+    shortcut: str = "B"
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = lambda f, k, s, name: nn.Conv(  # noqa: E731
-            f,
-            (k, k),
-            (s, s),
-            padding=[((k - 1) // 2,) * 2] * 2,
-            use_bias=False,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name=name,
-        )
-        norm = lambda name, init=nn.initializers.ones: nn.BatchNorm(  # noqa: E731
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            scale_init=init,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            axis_name=self.bn_axis_name,
-            name=name,
-        )
-        y = nn.relu(norm("bn1")(conv(self.filters, 3, self.strides, "conv1")(x)))
-        y = norm("bn2")(conv(self.filters, 3, 1, "conv2")(y))
-        if x.shape[-1] != self.filters or self.strides != 1:
-            if self.shortcut == "A":
-                x = x[:, :: self.strides, :: self.strides, :]
-                pad = self.filters - x.shape[-1]
-                x = jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad // 2, pad - pad // 2)))
+        layers = _Layers(self, train)
+        project = x.shape[-1] != self.filters or self.strides != 1
+        if self.preact:
+            y = nn.relu(layers.norm("bn1")(x))
+            if not project:
+                shortcut = x
+            elif self.shortcut == "A":
+                shortcut = _shortcut_a(x, self.filters, self.strides)
             else:
-                x = norm("proj_bn")(conv(self.filters, 1, self.strides, "proj_conv")(x))
+                shortcut = layers.conv(self.filters, 1, self.strides, "proj_conv")(y)
+            y = layers.conv(self.filters, 3, self.strides, "conv1")(y)
+            y = nn.relu(layers.norm("bn2")(y))
+            y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+            return shortcut + layers.conv(self.filters, 3, 1, "conv2")(y)
+        y = nn.relu(layers.norm("bn1")(layers.conv(self.filters, 3, self.strides, "conv1")(x)))
+        y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
+        y = layers.norm("bn2")(layers.conv(self.filters, 3, 1, "conv2")(y))
+        if project and self.shortcut == "A":
+            x = _shortcut_a(x, self.filters, self.strides)
+        elif project:
+            x = layers.norm("proj_bn")(layers.conv(self.filters, 1, self.strides, "proj_conv")(x))
         return nn.relu(x + y)
 
 
+class Bottleneck(nn.Module):
+    """1×1 → 3×3 (strided) → 1×1 convolutions with 4× expansion and a projection shortcut."""
+
+    filters: int
+    strides: int = 1
+    preact: bool = False
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
+        layers = _Layers(self, train)
+        out = 4 * self.filters
+        project = x.shape[-1] != out or self.strides != 1
+        if self.preact:
+            y = nn.relu(layers.norm("bn1")(x))
+            shortcut = layers.conv(out, 1, self.strides, "proj_conv")(y) if project else x
+            y = nn.relu(layers.norm("bn2")(layers.conv(self.filters, 1, 1, "conv1")(y)))
+            y = layers.conv(self.filters, 3, self.strides, "conv2")(y)
+            y = layers.conv(out, 1, 1, "conv3")(nn.relu(layers.norm("bn3")(y)))
+            return shortcut + y
+        y = nn.relu(layers.norm("bn1")(layers.conv(self.filters, 1, 1, "conv1")(x)))
+        y = nn.relu(layers.norm("bn2")(layers.conv(self.filters, 3, self.strides, "conv2")(y)))
+        y = layers.norm("bn3")(layers.conv(out, 1, 1, "conv3")(y))
+        if project:
+            x = layers.norm("proj_bn")(layers.conv(out, 1, self.strides, "proj_conv")(x))
+        return nn.relu(x + y)
+
+
+def _stages(
+    module: nn.Module,
+    x: jnp.ndarray,
+    train: bool,
+    stage_sizes: Sequence[int],
+    widths: Sequence[int],
+    first_strides: Sequence[int],
+    **block_fields: Any,
+) -> jnp.ndarray:
+    """Run the residual stages; the first block of stage i uses ``first_strides[i]``."""
+    block = Bottleneck if block_fields.pop("bottleneck", False) else BasicBlock
+    for s, (n, width, stride) in enumerate(zip(stage_sizes, widths, first_strides, strict=True)):
+        for b in range(n):
+            x = block(
+                filters=width,
+                strides=stride if b == 0 else 1,
+                dtype=module.dtype,
+                param_dtype=module.param_dtype,
+                bn_axis_name=module.bn_axis_name,
+                name=f"stage{s + 1}_block{b + 1}",
+                **block_fields,
+            )(x, train)
+    return x
+
+
+def _head(module: nn.Module, x: jnp.ndarray, train: bool, preact: bool) -> jnp.ndarray:
+    """(Final BN → ReLU for pre-activation nets,) global average pool and dense classifier."""
+    if preact:
+        x = nn.relu(_Layers(module, train).norm("final_bn")(x))
+    x = jnp.mean(x, axis=(1, 2))
+    x = nn.Dense(
+        module.num_classes, dtype=module.dtype, param_dtype=module.param_dtype, name="head"
+    )(x)
+    return x.astype(jnp.float32)
+
+
+class ResNet(nn.Module):
+    """ImageNet ResNet with ``stage_sizes`` blocks per stage.
+
+    Fields: ``bottleneck`` (bottleneck instead of basic blocks), ``preact`` (pre-activation
+    blocks), ``small_images`` (3×3 stride-1 stem without max pool, for 32×32 inputs) and
+    ``width`` (filters of the first stage; 64 in the paper).
+    """
+
+    stage_sizes: Sequence[int] = (2, 2, 2, 2)
+    num_classes: int = 1000
+    bottleneck: bool = False
+    preact: bool = False
+    small_images: bool = False
+    width: int = 64
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        layers = _Layers(self, train)
+        if self.small_images:
+            x = layers.conv(self.width, 3, 1, "stem_conv")(x)
+        else:
+            x = layers.conv(self.width, 7, 2, "stem_conv")(x)
+        if not self.preact:
+            x = nn.relu(layers.norm("stem_bn")(x))
+        if not self.small_images:
+            x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+        x = _stages(
+            self,
+            x,
+            train,
+            self.stage_sizes,
+            widths=[self.width * 2**i for i in range(len(self.stage_sizes))],
+            first_strides=[1] + [2] * (len(self.stage_sizes) - 1),
+            bottleneck=self.bottleneck,
+            preact=self.preact,
+        )
+        return _head(self, x, train, self.preact)
+
+
 class CifarResNet(nn.Module):
-    """ResNet-(6n+2) for 32×32 inputs; ``depth`` picks n."""
+    """ResNet-(6n+2) for 32×32 inputs; ``depth`` picks n, ``width`` the first stage's filters.
+
+    ``shortcut`` is 'A' (the paper's zero-padded identity) or 'B' (projections); ``preact``
+    selects pre-activation blocks.
+    """
 
     depth: int = 20
     num_classes: int = 10
     width: int = 16
     shortcut: str = "A"
+    preact: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     bn_axis_name: str | None = None
@@ -74,50 +246,92 @@ class CifarResNet(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if (self.depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}")
-        blocks_per_stage = (self.depth - 2) // 6
-        x = nn.Conv(
-            self.width,
-            (3, 3),
-            padding=[(1, 1), (1, 1)],
-            use_bias=False,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            name="stem_conv",
-        )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            dtype=self.dtype,
-            param_dtype=self.param_dtype,
-            axis_name=self.bn_axis_name,
-            name="stem_bn",
-        )(x)
-        x = nn.relu(x)
-        for stage in range(3):
-            for block in range(blocks_per_stage):
-                x = CifarBasicBlock(
-                    filters=self.width * 2**stage,
-                    strides=2 if stage > 0 and block == 0 else 1,
-                    shortcut=self.shortcut,
-                    dtype=self.dtype,
-                    param_dtype=self.param_dtype,
-                    bn_axis_name=self.bn_axis_name,
-                    name=f"stage{stage + 1}_block{block + 1}",
-                )(x, train)
-        x = jnp.mean(x, axis=(1, 2))
-        x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(
-            x
+        layers = _Layers(self, train)
+        x = layers.conv(self.width, 3, 1, "stem_conv")(x)
+        if not self.preact:
+            x = nn.relu(layers.norm("stem_bn")(x))
+        x = _stages(
+            self,
+            x,
+            train,
+            [(self.depth - 2) // 6] * 3,
+            widths=[self.width, 2 * self.width, 4 * self.width],
+            first_strides=[1, 2, 2],
+            shortcut=self.shortcut,
+            preact=self.preact,
         )
-        return x.astype(jnp.float32)
+        return _head(self, x, train, self.preact)
 
 
-for _depth in (20, 32, 44, 56, 110):
-    register(
-        f"resnet{_depth}",
-        CifarResNet,
-        family="ResNet",
-        input_shape=(32, 32, 3),
-        num_classes=10,
-        depth=_depth,
-    )
+class WideResNet(nn.Module):
+    """WRN-``depth``-``widen_factor`` (depth 6n+4) for 32×32 inputs.
+
+    ``dropout_rate`` is the dropout between the two convolutions of each block (0.3 in some of
+    the paper's runs; 0 by default).
+    """
+
+    depth: int = 28
+    widen_factor: int = 10
+    num_classes: int = 10
+    dropout_rate: float = 0.0
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
+        if (self.depth - 4) % 6:
+            raise ValueError(f"Wide ResNet depth must be 6n+4, got {self.depth}")
+        x = _Layers(self, train).conv(16, 3, 1, "stem_conv")(x)
+        k = self.widen_factor
+        x = _stages(
+            self,
+            x,
+            train,
+            [(self.depth - 4) // 6] * 3,
+            widths=[16 * k, 32 * k, 64 * k],
+            first_strides=[1, 2, 2],
+            preact=True,
+            dropout_rate=self.dropout_rate,
+        )
+        return _head(self, x, train, preact=True)
+
+
+_IMAGENET = {
+    18: ((2, 2, 2, 2), False),
+    34: ((3, 4, 6, 3), False),
+    50: ((3, 4, 6, 3), True),
+    101: ((3, 4, 23, 3), True),
+    152: ((3, 8, 36, 3), True),
+}
+for _prefix, _preact in (("", False), ("preact_", True)):
+    for _depth, (_sizes, _bottleneck) in _IMAGENET.items():
+        register(
+            f"{_prefix}resnet{_depth}",
+            ResNet,
+            family="ResNet",
+            input_shape=(224, 224, 3),
+            num_classes=1000,
+            stage_sizes=_sizes,
+            bottleneck=_bottleneck,
+            preact=_preact,
+        )
+    for _depth in (20, 32, 44, 56, 110):
+        register(
+            f"{_prefix}resnet{_depth}",
+            CifarResNet,
+            family="ResNet",
+            input_shape=(32, 32, 3),
+            num_classes=10,
+            depth=_depth,
+            preact=_preact,
+        )
+register(
+    "wrn28_10",
+    WideResNet,
+    family="ResNet",
+    input_shape=(32, 32, 3),
+    num_classes=10,
+    depth=28,
+    widen_factor=10,
+)

@@ -1,0 +1,83 @@
+"""Small building blocks shared by several model families.
+
+Pooling with PyTorch semantics (adaptive average pooling, ``ceil_mode`` max pooling), the
+channel-rounding rule of the MobileNet/EfficientNet family, stochastic depth, and the
+initializer the reference implementations use for convolutions.
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+# He (Kaiming) normal initialisation with fan-out, as torchvision initialises conv kernels.
+conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
+
+
+def make_divisible(channels: float, divisor: int = 8) -> int:
+    """Round ``channels`` to a multiple of ``divisor``, never going more than 10% below it."""
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * channels:
+        rounded += divisor
+    return rounded
+
+
+def adaptive_avg_pool(x: jnp.ndarray, output_size: tuple[int, int]) -> jnp.ndarray:
+    """Average-pool NHWC ``x`` to ``output_size`` bins, like PyTorch's ``AdaptiveAvgPool2d``.
+
+    Bin ``i`` along an axis of length ``n`` covers ``[floor(i*n/out), ceil((i+1)*n/out))``, so
+    bins may overlap and a smaller input is upsampled by repetition.
+    """
+
+    def pool_axis(x: jnp.ndarray, axis: int, out: int) -> jnp.ndarray:
+        n = x.shape[axis]
+        if n == out:
+            return x
+        bins = [
+            jnp.mean(
+                jax.lax.slice_in_dim(x, (i * n) // out, -(-(i + 1) * n // out), axis=axis),
+                axis=axis,
+                keepdims=True,
+            )
+            for i in range(out)
+        ]
+        return jnp.concatenate(bins, axis=axis)
+
+    return pool_axis(pool_axis(x, 1, output_size[0]), 2, output_size[1])
+
+
+def max_pool_ceil(x: jnp.ndarray, size: int, stride: int, padding: int = 0) -> jnp.ndarray:
+    """Max pooling of NHWC ``x`` with PyTorch's ``ceil_mode=True`` output size.
+
+    The output has ``ceil((n + 2*padding - size) / stride) + 1`` positions per axis (minus one if
+    the last window would start in the right padding); windows running off the end see -inf.
+    """
+    pads = []
+    for n in x.shape[1:3]:
+        out = math.ceil((n + 2 * padding - size) / stride) + 1
+        if (out - 1) * stride >= n + padding:
+            out -= 1
+        pads.append((padding, (out - 1) * stride + size - n - padding))
+    return nn.max_pool(x, (size, size), strides=(stride, stride), padding=pads)
+
+
+class DropPath(nn.Module):
+    """Stochastic depth: zero a residual branch per sample with probability ``rate``.
+
+    Survivors are scaled by ``1 / (1 - rate)``; the mask comes from the ``'dropout'`` RNG stream.
+    Identity when ``deterministic`` or ``rate == 0``.
+    """
+
+    rate: float
+
+    @nn.compact
+    def __call__(self, x: jnp.ndarray, deterministic: bool) -> jnp.ndarray:
+        if deterministic or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
+        return jnp.where(mask, x / keep, jnp.zeros_like(x))

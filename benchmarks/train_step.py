@@ -260,7 +260,7 @@ def measure_end_to_end(steps: int, windows: int) -> dict[str, Any]:
     config.dataset.data_dir = data_dir
     config.batch_size = CASES["resnet20"].cpu_batch
     config.num_train_steps = steps
-    config.log_every_steps = max(10, steps // 8)
+    config.log_every_steps = max(5, steps // 8)
     config.log_every_secs = 1e9  # windows of log_every_steps steps only
     config.checkpoint_every_steps = steps
     with tempfile.TemporaryDirectory() as workdir:
@@ -313,14 +313,14 @@ def _parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="3 short windows, for smoke runs")
     parser.add_argument("--no-torch", action="store_true", help="skip the PyTorch comparison")
     parser.add_argument("--end-to-end", action="store_true", help="also time jaxcnn.train")
-    parser.add_argument("--end-to-end-steps", type=int, default=400)
+    parser.add_argument("--end-to-end-steps", type=int, default=160)
     parser.add_argument("--output", default=os.path.join(RESULTS_DIR, "train_step.json"))
     parser.add_argument("--worker", help=argparse.SUPPRESS)  # internal: one case, JSON out
     parser.add_argument("--compile-only", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--cache-dir", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.quick:
-        args.windows, args.window_secs, args.end_to_end_steps = 3, 1.0, 120
+        args.windows, args.window_secs, args.end_to_end_steps = 3, 1.0, 40
     return args
 
 

@@ -2,7 +2,8 @@
 
 Any config field can be overridden on the command line, e.g.
 ``--config.optimizer.learning_rate=0.05 --config.model.name=resnet56``. Re-running with the same
-workdir resumes from its latest checkpoint.
+workdir resumes from its latest checkpoint. Compiled steps are cached across runs in
+``$JAXCNN_CACHE_DIR`` (default ``~/.cache/jaxcnn/xla``; set it empty to turn caching off).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 from absl import flags
 from ml_collections import config_flags
 
-from jaxcnn import cli
+from jaxcnn import cli, xla_flags
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (a Python file with get_config()), optionally FILE:ARG."
@@ -22,6 +23,8 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
+    xla_flags.apply_default_flags()
+    xla_flags.enable_compilation_cache()
     from jaxcnn.training.loop import train_and_evaluate
 
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)

@@ -5,12 +5,20 @@
 The digits ship inside scikit-learn, so this needs no network; they go through the same tfds →
 tf.data → device path as every other dataset. The 8×8 images are resized to LeNet-5's 32×32.
 Expect about 98% test accuracy (at least 95%).
+
+Its sweep (learning rate × batch size, 4 points) shows the sweep and report tools in minutes:
+
+    python -m jaxcnn.sweep --config experiments/quickstart.py --workdir /tmp/quickstart_sweep
+    python -m jaxcnn.report /tmp/quickstart_sweep
 """
 
+import ml_collections
+
+from jaxcnn import sweeps
 from jaxcnn.config import base_config
 
 
-def get_config():
+def get_config() -> ml_collections.ConfigDict:
     config = base_config()
     config.model.name = "lenet5"
     config.dataset.name = "digits"
@@ -25,3 +33,11 @@ def get_config():
     config.log_every_steps = 100
     config.checkpoint_every_steps = 200
     return config
+
+
+def get_sweep() -> list[dict]:
+    """Learning rate × batch size around the defaults."""
+    return sweeps.product(
+        sweeps.axis("optimizer.learning_rate", [1e-3, 3e-3]),
+        sweeps.axis("batch_size", [32, 64]),
+    )

@@ -6,6 +6,7 @@ import os
 import runpy
 import sys
 from collections.abc import Callable
+from typing import Any
 
 # TensorFlow (tf.data) logs its CPU feature notes from C++ at import; keep the console for ours.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -39,13 +40,31 @@ def _config_specs(argv: list[str], flag_name: str) -> list[str]:
     return [value for flag, value in _flag_values(argv, flag_name) if flag == flag_name]
 
 
-def load_config_file(spec: str) -> ml_collections.ConfigDict:
-    """``get_config()`` (or ``get_config(ARG)``) of a ``FILE[:ARG]`` config spec."""
+def load_config_file(spec: str, function: str = "get_config") -> Any:
+    """``get_config()`` (or ``get_config(ARG)``) of a ``FILE[:ARG]`` config spec.
+
+    ``function`` names another function of the file to call the same way (e.g. ``get_sweep``).
+    """
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise UserError(f"config file {path!r} not found")
-    get_config = runpy.run_path(path)["get_config"]
-    return get_config(arg) if arg else get_config()
+    namespace = runpy.run_path(path)
+    if function not in namespace:
+        raise UserError(f"config file {path!r} defines no {function}()")
+    return namespace[function](arg) if arg else namespace[function]()
+
+
+def unknown_field_error(config: ml_collections.ConfigDict, flag: str) -> str | None:
+    """Why the override ``flag`` (``config.a.b``) names no field of ``config``; None if it does."""
+    root, *path = flag.split(".")
+    node = config
+    for depth, key in enumerate(path):
+        if not isinstance(node, ml_collections.ConfigDict) or key not in node:
+            parent = ".".join([root, *path[:depth]])
+            fields = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none"
+            return f"unknown config field {flag!r}: {parent} has no {key!r}; its fields: {fields}"
+        node = node[key]
+    return None
 
 
 def _explain_override_error(argv: list[str], flag_name: str) -> str | None:
@@ -55,16 +74,8 @@ def _explain_override_error(argv: list[str], flag_name: str) -> str | None:
         return None
     config = load_config_file(files[-1])
     for flag, _ in _flag_values(argv, f"{flag_name}."):
-        path = flag.split(".")[1:]
-        node = config
-        for depth, key in enumerate(path):
-            if not isinstance(node, ml_collections.ConfigDict) or key not in node:
-                parent = ".".join([flag_name, *path[:depth]])
-                fields = ", ".join(sorted(node.keys())) if hasattr(node, "keys") else "none"
-                return (
-                    f"unknown config field {flag!r}: {parent} has no {key!r}; its fields: {fields}"
-                )
-            node = node[key]
+        if message := unknown_field_error(config, flag):
+            return message
     return None
 
 
@@ -85,12 +96,26 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(explained or " ".join(str(error).split()))
 
 
+def enable_compilation_cache() -> None:
+    """Keep compiled XLA programs across runs, so a resumed or repeated run skips compilation.
+
+    The cache lives in ``$JAXCNN_CACHE_DIR`` or ``~/.cache/jaxcnn/xla``; programs that took under
+    a second to compile are not worth the disk.
+    """
+    import jax
+
+    path = os.environ.get("JAXCNN_CACHE_DIR") or os.path.expanduser("~/.cache/jaxcnn/xla")
+    jax.config.update("jax_compilation_cache_dir", path)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)`` where flag errors and :class:`UserError` end with exit status 2."""
 
     def guarded(argv: list[str]) -> None:
         # Orbax and tfds log every step of their work at INFO; warnings still show.
         logging.set_verbosity(logging.WARNING)
+        enable_compilation_cache()
         try:
             main(argv)
         except UserError as error:

@@ -12,7 +12,7 @@ import ml_collections
 
 def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
-    config.seed = 0
+    config.seed = 0  # initialisation, data order, augmentation and dropout
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "lenet5"  # see `python -m jaxcnn.models`
@@ -20,22 +20,41 @@ def base_config() -> ml_collections.ConfigDict:
     # Any further field of config.model (e.g. dropout_rate) is passed to the model's constructor.
 
     config.dataset = ml_collections.ConfigDict()
-    config.dataset.name = "digits"  # a preset (see jaxcnn/data/datasets.py) or any TFDS name
+    # A preset (see jaxcnn/data/presets.py) or any TFDS name; or 'image_folder' (dataset.path
+    # holds SPLIT/CLASS/IMAGE files) or 'tfds_dir' (dataset.path is a prepared TFDS directory,
+    # e.g. DATA_DIR/NAME/1.0.0).
+    config.dataset.name = "digits"
+    config.dataset.path = ""  # for image_folder and tfds_dir
     config.dataset.data_dir = ""  # TFDS data dir; '' = $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.dataset.manual_dir = ""  # archives downloaded by hand (imagenet2012) to prepare from
     config.dataset.train_split = ""  # '' = the preset's ('train'); slices like 'train[:90%]'
     config.dataset.eval_split = ""  # '' = the preset's ('test')
-    config.dataset.image_size = 0  # resize to this square size; 0 = native size
+    # streaming: tf.data decodes and augments on the host. device: the dataset lives in
+    # accelerator memory and batches are built there (no TensorFlow needed at train time).
+    config.dataset.pipeline = "streaming"
+    # device pipeline: folder of .npz caches of decoded splits; '' = $JAXCNN_ARRAY_DIR or
+    # ~/.cache/jaxcnn/arrays (written on first use where TensorFlow is installed).
+    config.dataset.array_dir = ""
+    config.dataset.image_size = 0  # resize to this square size; 0 = the preset's or native
+    config.dataset.channels = 0  # 1 (grey) or 3 (RGB) to convert images; 0 = as stored
     config.dataset.mean = ()  # per-channel mean in [0, 1]; () = the preset's
     config.dataset.std = ()  # per-channel std in [0, 1]; () = the preset's
-    config.dataset.augment = "default"  # default (the preset's) | none | flip | crop_flip
-    config.dataset.crop_padding = 4  # zero padding of crop_flip, in pixels
-    config.dataset.shuffle_buffer = 16_384
-    config.dataset.cache = True  # keep the encoded dataset in memory after the first epoch
+    # default (the preset's) | none | flip | crop | crop_flip (pad, random crop, flip) |
+    # inception_crop (random-resized crop + flip; eval resizes and center-crops; streaming only)
+    config.dataset.augment = "default"
+    config.dataset.crop_padding = 4  # zero padding of crop and crop_flip, in pixels
+    config.dataset.randaugment_layers = 0  # RandAugment operations per image; 0 = off (streaming)
+    config.dataset.randaugment_magnitude = 9.0  # 0-10
+    config.dataset.erase_prob = 0.0  # random erasing probability per image
+    config.dataset.mixup_alpha = 0.0  # Beta(a, a) mixup within batch pairs; 0 = off
+    config.dataset.cutmix_alpha = 0.0  # CutMix likewise (with mixup too: half the pairs each)
+    config.dataset.shuffle_buffer = 16_384  # streaming
+    config.dataset.cache = True  # streaming: keep encoded examples in memory after epoch 1
 
     config.batch_size = 128  # global: across all devices and processes
-    config.eval_batch_size = 256
+    config.eval_batch_size = 256  # global; the last batch is padded and masked
     config.num_epochs = 10.0  # training length, unless num_train_steps > 0
-    config.num_train_steps = -1
+    config.num_train_steps = -1  # > 0: train exactly this many steps
 
     config.optimizer = ml_collections.ConfigDict()
     config.optimizer.name = "sgd"  # sgd | adamw
@@ -54,13 +73,15 @@ def base_config() -> ml_collections.ConfigDict:
     config.schedule.step_epochs = ()  # step: epochs at which the rate is multiplied ...
     config.schedule.step_factor = 0.1  # ... by this factor
 
-    config.label_smoothing = 0.0
+    config.label_smoothing = 0.0  # mix this much of the uniform distribution into targets
     config.aux_loss_weight = 0.3  # weight of auxiliary classifier losses (GoogLeNet)
 
     config.parallelism = "jit"  # jit (one program over a device mesh) | pmap
-    config.log_every_secs = 5.0  # console line
-    config.log_every_steps = 50  # JSON-lines and TensorBoard training metrics
-    config.eval_every_steps = 0  # 0 = at the end only (and at each checkpoint if > 0)
-    config.checkpoint_every_steps = 500
-    config.keep_checkpoints = 3
+    config.shard_params = False  # jit: split params and optimizer state over devices (FSDP)
+    # Training metrics (console, metrics.jsonl, TensorBoard) every N steps or T seconds.
+    config.log_every_secs = 5.0
+    config.log_every_steps = 50
+    config.eval_every_steps = 0  # evaluate every N steps; 0 = at the end only
+    config.checkpoint_every_steps = 500  # and always at the end (and when stopped by a signal)
+    config.keep_checkpoints = 3  # the last N checkpoints are kept
     return config

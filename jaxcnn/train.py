@@ -2,32 +2,37 @@
 
 Any config field can be overridden on the command line, e.g.
 ``--config.optimizer.learning_rate=0.05 --config.model.name=resnet56``. Re-running with the same
-workdir resumes from its latest checkpoint. Compiled steps are cached across runs in
-``$JAXCNN_CACHE_DIR`` (default ``~/.cache/jaxcnn/xla``; set it empty to turn caching off).
+workdir resumes from its latest checkpoint.
 """
 
 from __future__ import annotations
 
+import sys
+
 from absl import flags
 from ml_collections import config_flags
 
-from jaxcnn import cli, xla_flags
+from jaxcnn import cli, distributed
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file (a Python file with get_config()), optionally FILE:ARG."
 )
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, logs and results.")
 flags.mark_flags_as_required(["config", "workdir"])
+_DISTRIBUTED = distributed.define_flags()
 
 
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    xla_flags.apply_default_flags()
-    xla_flags.enable_compilation_cache()
-    from jaxcnn.training.loop import train_and_evaluate
+    distributed.initialize_from_flags_or_env(_DISTRIBUTED())
+    from jaxcnn.training.loop import Interrupted, train_and_evaluate
 
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    try:
+        train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    except Interrupted as stopped:
+        print(stopped, file=sys.stderr, flush=True)
+        sys.exit(128 + stopped.signum)
 
 
 if __name__ == "__main__":

@@ -1,9 +1,18 @@
-"""Dataset presets and locating prepared TFDS data, failing fast when offline.
+"""Where examples come from: TFDS datasets by name, a user's image folders, a user's prepared TFDS
+directory, each failing fast with one line when the data is not there.
 
-A preset names what a user would otherwise look up for each dataset: the TFDS name, the number
-of classes, the native image shape, per-channel mean/std (in [0, 1] units) and the default
-training augmentation. Any other TFDS image-classification dataset works by name too, with
-statistics of 0.5/0.5 unless given in the config.
+``config.dataset.name`` selects the source:
+
+- a preset (:mod:`jaxcnn.data.presets`) or any TFDS name, prepared under ``data_dir``; datasets
+  that TFDS builds from manually downloaded archives (``imagenet2012``) read them from
+  ``manual_dir``;
+- ``image_folder``: ``path`` holds ``SPLIT/CLASS/IMAGE`` files, read with
+  ``tfds.folder_dataset.ImageFolder``;
+- ``tfds_dir``: ``path`` is a prepared TFDS dataset directory (``.../NAME/VERSION``, as written by
+  ``tfds build``), read with ``tfds.builder_from_directory``.
+
+Every source reads the same way: :meth:`Source.read` gives part ``i`` of ``n`` (tfds even splits
+of any split string such as ``train[:90%]``) as encoded images and labels.
 """
 
 from __future__ import annotations
@@ -12,54 +21,78 @@ import dataclasses
 import os
 import socket
 
+import ml_collections
+import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from jaxcnn.data import digits  # noqa: F401  (registers the offline 'digits' builder)
+from jaxcnn.data.presets import PRESETS, get_preset
 from jaxcnn.errors import UserError
 
-
-@dataclasses.dataclass(frozen=True)
-class DatasetPreset:
-    tfds_name: str
-    num_classes: int
-    image_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    train_split: str = "train"
-    eval_split: str = "test"
-    augment: str = "none"
-
-
-_CIFAR10_MEAN, _CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
-
-PRESETS: dict[str, DatasetPreset] = {
-    "digits": DatasetPreset("digits", 10, (8, 8, 1), (0.3053,), (0.3761,)),
-    "mnist": DatasetPreset("mnist", 10, (28, 28, 1), (0.1307,), (0.3081,)),
-    "fashion_mnist": DatasetPreset("fashion_mnist", 10, (28, 28, 1), (0.2860,), (0.3530,)),
-    "cifar10": DatasetPreset(
-        "cifar10", 10, (32, 32, 3), _CIFAR10_MEAN, _CIFAR10_STD, augment="crop_flip"
-    ),
-    "cifar10_jpeg": DatasetPreset(
-        "cifar10_jpeg", 10, (32, 32, 3), _CIFAR10_MEAN, _CIFAR10_STD, augment="crop_flip"
-    ),
-    "cifar100": DatasetPreset(
-        "cifar100",
-        100,
-        (32, 32, 3),
-        (0.5071, 0.4865, 0.4409),
-        (0.2673, 0.2564, 0.2762),
-        augment="crop_flip",
-    ),
-}
+IMAGE_FOLDER = "image_folder"
+TFDS_DIR = "tfds_dir"
 
 # Builders whose preparation needs no download.
 _OFFLINE_BUILDABLE = {"digits"}
 _DOWNLOAD_HOST = "storage.googleapis.com"
 
 
-def get_preset(name: str) -> DatasetPreset | None:
-    """The preset for ``name``, or None for a dataset without one."""
-    return PRESETS.get(name)
+@dataclasses.dataclass(frozen=True)
+class Source:
+    """A dataset ready to read: its TFDS builder (whose ``info`` describes features and splits)."""
+
+    builder: tfds.core.DatasetBuilder
+
+    @property
+    def image_shape(self) -> tuple[int | None, int | None, int]:
+        height, width, channels = self.builder.info.features["image"].shape
+        return height, width, channels or 3
+
+    @property
+    def num_classes(self) -> int:
+        return self.builder.info.features["label"].num_classes
+
+    def part_sizes(self, split: str, num_parts: int) -> list[int]:
+        """Example counts of the ``num_parts`` even parts of ``split``."""
+        splits = self.builder.info.splits
+        return [splits[part].num_examples for part in tfds.even_splits(split, num_parts)]
+
+    def read(
+        self, split: str, *, part: int = 0, num_parts: int = 1, shuffle_seed: int | None = None
+    ) -> tf.data.Dataset:
+        """Part ``part`` of ``num_parts`` of ``split``: ``{'image': encoded bytes, 'label'}``.
+
+        The order is fixed, except that ``shuffle_seed`` shuffles the order of files.
+        """
+        options = tf.data.Options()
+        options.deterministic = True
+        options.experimental_optimization.map_parallelization = True
+        subsplit = tfds.even_splits(split, num_parts)[part]
+        skip_decoding = {"image": tfds.decode.SkipDecoding()}
+        if isinstance(self.builder, tfds.folder_dataset.ImageFolder):
+            # ImageFolder reads whole splits only (and shuffles them unseeded): slice it here.
+            (instruction,) = self.builder.info.splits[subsplit].file_instructions
+            ds = self.builder.as_dataset(split.partition("[")[0], decoders=skip_decoding)
+            ds = ds.skip(instruction.skip).take(instruction.take).with_options(options)
+        else:
+            ds = self.builder.as_dataset(
+                split=subsplit,
+                shuffle_files=shuffle_seed is not None,
+                read_config=tfds.ReadConfig(shuffle_seed=shuffle_seed, options=options),
+                decoders=skip_decoding,
+            )
+        return ds.map(lambda example: {"image": example["image"], "label": example["label"]})
+
+    def check_split(self, key: str, split: str) -> None:
+        """Raise a one-line error if ``split`` (``dataset.<key>``) is not a split of the data."""
+        splits = self.builder.info.splits
+        try:
+            splits[split]
+        except (KeyError, ValueError, AssertionError):
+            raise UserError(
+                f"dataset.{key} {split!r} is not a split of {self.builder.name!r}; valid splits: "
+                f"{', '.join(sorted(splits))} (slices like 'train[:90%]' work too)"
+            ) from None
 
 
 def _online() -> bool:
@@ -80,31 +113,96 @@ def _data_dir_root(builder: tfds.core.DatasetBuilder) -> str:
     return path
 
 
-def prepared_builder(name: str, data_dir: str | None = None) -> tfds.core.DatasetBuilder:
-    """A TFDS builder for ``name`` whose data is ready to read.
+def _require_directory(field: str, path: str, what: str) -> str:
+    path = os.path.expanduser(path)
+    if not path:
+        raise UserError(f"dataset.{field} is empty; set it to {what}")
+    if not os.path.isdir(path):
+        raise UserError(f"dataset.{field} {path!r} is not a directory; set it to {what}")
+    return path
 
-    Prepares datasets that need no network (``digits``) and, on a machine with network,
-    downloads and prepares the others as tfds does. Offline and unprepared, it raises a
-    :class:`UserError` at once instead of letting tfds retry downloads for minutes.
-    """
-    data_dir = data_dir or None
-    if data_dir is not None and os.path.exists(data_dir) and not os.path.isdir(data_dir):
+
+def _image_folder(path: str) -> tfds.core.DatasetBuilder:
+    root = _require_directory("path", path, "a folder of SPLIT/CLASS/IMAGE files")
+    builder = tfds.folder_dataset.ImageFolder(root)
+    if not builder.info.splits:
+        raise UserError(
+            f"dataset.path {root!r} has no SPLIT/CLASS/IMAGE files (e.g. train/cat/1.jpg); "
+            "image_folder expects one folder per split holding one folder per class"
+        )
+    return builder
+
+
+def _tfds_dir(path: str) -> tfds.core.DatasetBuilder:
+    directory = _require_directory("path", path, "a prepared TFDS dataset directory")
+    if not os.path.isfile(os.path.join(directory, "dataset_info.json")):
+        raise UserError(
+            f"dataset.path {directory!r} is not a prepared TFDS dataset (no dataset_info.json); "
+            "give the version directory written by `tfds build`, e.g. DATA_DIR/NAME/1.0.0"
+        )
+    return tfds.builder_from_directory(directory)
+
+
+def _tfds_builder(name: str, data_dir: str, manual_dir: str) -> tfds.core.DatasetBuilder:
+    """The builder of TFDS dataset ``name``, preparing it when that can work."""
+    if data_dir and os.path.exists(data_dir) and not os.path.isdir(data_dir):
         raise UserError(f"dataset.data_dir {data_dir!r} is not a directory")
     try:
-        builder = tfds.builder(name, data_dir=data_dir)
+        builder = tfds.builder(name, data_dir=data_dir or None)
     except tfds.core.registered.DatasetNotFoundError:
         where = data_dir or os.environ.get("TFDS_DATA_DIR") or "the default TFDS data dir"
         raise UserError(
-            f"unknown dataset {name!r}: not a TFDS dataset and not prepared in {where}; "
-            f"presets: {', '.join(sorted(PRESETS))} (or any TFDS image-classification dataset)"
+            f"unknown dataset {name!r}: not a TFDS dataset and not prepared in {where}; presets: "
+            f"{', '.join(sorted(PRESETS))}, or {IMAGE_FOLDER} / {TFDS_DIR} with dataset.path "
+            "(or any TFDS image-classification dataset)"
         ) from None
     if builder.is_prepared():
         return builder
+    root = _data_dir_root(builder)
+    if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+        return _prepare_from_manual_dir(builder, manual_dir, root)
     if name not in _OFFLINE_BUILDABLE and not _online():
         raise UserError(
-            f"dataset {name!r} is not prepared in {_data_dir_root(builder)} and this machine "
-            f"has no network to download it; run `tfds build {name} --data_dir DIR` where there "
-            "is network and set dataset.data_dir (or TFDS_DATA_DIR) to DIR"
+            f"dataset {name!r} is not prepared in {root} and this machine has no network to "
+            f"download it; run `tfds build {name} --data_dir DIR` where there is network and set "
+            "dataset.data_dir (or TFDS_DATA_DIR) to DIR"
         )
     builder.download_and_prepare()
     return builder
+
+
+def _prepare_from_manual_dir(
+    builder: tfds.core.DatasetBuilder, manual_dir: str, root: str
+) -> tfds.core.DatasetBuilder:
+    """Prepare a dataset whose archives the user downloaded by hand (e.g. imagenet2012)."""
+    name = builder.name
+    how = (
+        f"download its archives by hand (see `tfds build {name}` or the TFDS catalog page of "
+        f"{name!r}) into a folder and set dataset.manual_dir to it"
+    )
+    if not manual_dir:
+        raise UserError(f"dataset {name!r} is not prepared in {root}; {how}")
+    manual_dir = os.path.expanduser(manual_dir)
+    if not os.path.isdir(manual_dir) or not os.listdir(manual_dir):
+        raise UserError(
+            f"dataset.manual_dir {manual_dir!r} is missing or empty, so {name!r} cannot be "
+            f"prepared in {root}; {how}"
+        )
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
+    try:
+        builder.download_and_prepare(download_config=config)
+    except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as error:
+        reason = " ".join(str(error).split())
+        raise UserError(f"cannot prepare {name!r} from {manual_dir}: {reason}") from None
+    return builder
+
+
+def open_source(config: ml_collections.ConfigDict) -> Source:
+    """The source that ``config`` (``config.dataset``) names, ready to read."""
+    if config.name == IMAGE_FOLDER:
+        return Source(_image_folder(config.path))
+    if config.name == TFDS_DIR:
+        return Source(_tfds_dir(config.path))
+    preset = get_preset(config.name)
+    name = preset.tfds_name if preset else config.name
+    return Source(_tfds_builder(name, config.data_dir, config.manual_dir))

@@ -1,134 +1,131 @@
-"""tfds → tf.data input pipelines for training and evaluation.
+"""The streaming pipeline: tfds → tf.data batches of numpy arrays, for training and evaluation.
 
-Training: an endless, seeded, reshuffled stream of this process's shard of the train split.
-Each example carries its position in that stream, which seeds its augmentation; a run resumed at
-step ``s`` skips the first ``s`` batches of records before decoding, so it sees exactly the
-batches an uninterrupted run would have seen.
+Training: an endless, seeded, reshuffled stream of this process's part of the train split,
+decoded and augmented in parallel. Each example carries its position in that stream, which seeds
+its augmentation; a run resumed at step ``s`` skips the first ``s`` batches of records before
+decoding, so it sees exactly the batches an uninterrupted run would have seen.
 
 Evaluation: each process reads a disjoint part of the eval split; every part is padded to the
 same number of batches with masked-out examples, so every example is counted exactly once.
+Preprocessing is deterministic: resize (or, after Inception-style training crops, resize and
+center-crop) and normalise.
+
+:func:`export_arrays` writes the decoded splits to the ``.npz`` file that the device-resident
+pipeline (:mod:`jaxcnn.data.device`) loads without TensorFlow.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
+import os
 from collections.abc import Iterator
 
 import ml_collections
 import numpy as np
 import tensorflow as tf
-import tensorflow_datasets as tfds
 
-from jaxcnn.data.augment import get_augment
-from jaxcnn.data.datasets import get_preset, prepared_builder
+from jaxcnn.data.augment import (
+    decode_random_resized_crop,
+    get_augment,
+    random_erasing,
+    resize_center_crop,
+)
+from jaxcnn.data.datasets import Source, open_source
+from jaxcnn.data.randaugment import rand_augment
+from jaxcnn.data.spec import DatasetInfo, InputSpec, resolve_spec
 from jaxcnn.errors import UserError
 
 Batch = dict[str, np.ndarray]
 
 
-@dataclasses.dataclass(frozen=True)
-class DatasetInfo:
-    """What the model and the loop need to know about the data."""
-
-    name: str
-    num_classes: int
-    image_shape: tuple[int, int, int]  # as fed to the model, after resizing
-    num_train_examples: int
-    num_eval_examples: int
-
-
-@dataclasses.dataclass(frozen=True)
-class _Resolved:
-    builder: tfds.core.DatasetBuilder
-    train_split: str
-    eval_split: str
-    image_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    augment: str
-
-
-def _resolve(config: ml_collections.ConfigDict) -> _Resolved:
-    preset = get_preset(config.name)
-    builder = prepared_builder(preset.tfds_name if preset else config.name, config.data_dir)
-    image_feature = builder.info.features["image"]
-    native = tuple(image_feature.shape)
-    if preset:
-        native = preset.image_shape
-    if None in native:
-        if not config.image_size:
-            raise UserError(
-                f"dataset {config.name!r} has images of varying size; set dataset.image_size"
-            )
-        native = (config.image_size, config.image_size, native[-1] or 3)
-    size = config.image_size or native[0]
-    channels = native[-1]
-    mean = tuple(config.mean) if config.mean else (preset.mean if preset else (0.5,) * channels)
-    std = tuple(config.std) if config.std else (preset.std if preset else (0.5,) * channels)
-    augment = config.augment
-    if augment == "default":
-        augment = preset.augment if preset else "none"
-    get_augment(augment, crop_padding=config.crop_padding)  # reject unknown names up front
-    splits = builder.info.splits
-    train_split = config.train_split or (preset.train_split if preset else "train")
-    eval_split = config.eval_split or (preset.eval_split if preset else "test")
-    for key, split in (("train_split", train_split), ("eval_split", eval_split)):
-        try:
-            splits[split]
-        except (KeyError, ValueError):
-            raise UserError(
-                f"dataset.{key} {split!r} is not a split of {config.name!r}; "
-                f"valid splits: {', '.join(sorted(splits))} (slices like 'train[:90%]' work too)"
-            ) from None
-    return _Resolved(builder, train_split, eval_split, (size, size, channels), mean, std, augment)
+def open_dataset(config: ml_collections.ConfigDict) -> tuple[Source, InputSpec]:
+    """The source of ``config`` (``config.dataset``) and how to preprocess it; checks splits."""
+    source = open_source(config)
+    spec = resolve_spec(config, source.image_shape)
+    source.check_split("train_split", spec.train_split)
+    source.check_split("eval_split", spec.eval_split)
+    return source, spec
 
 
 def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
     """Prepare (or locate) the dataset of ``config.dataset`` and describe it."""
-    resolved = _resolve(config)
-    splits = resolved.builder.info.splits
+    source, spec = open_dataset(config)
+    splits = source.builder.info.splits
     return DatasetInfo(
         name=config.name,
-        num_classes=resolved.builder.info.features["label"].num_classes,
-        image_shape=resolved.image_shape,
-        num_train_examples=splits[resolved.train_split].num_examples,
-        num_eval_examples=splits[resolved.eval_split].num_examples,
+        num_classes=source.num_classes,
+        image_shape=spec.image_shape,
+        num_train_examples=splits[spec.train_split].num_examples,
+        num_eval_examples=splits[spec.eval_split].num_examples,
     )
 
 
-def _preprocess_fn(resolved: _Resolved, augment_name: str, crop_padding: int):
-    """``fn(index, example) -> {'image', 'label'}``: decode, resize, augment, normalise."""
-    height, width, channels = resolved.image_shape
-    mean = tf.constant(resolved.mean, tf.float32) * 255.0
-    std = tf.constant(resolved.std, tf.float32) * 255.0
-    augment = get_augment(augment_name, crop_padding=crop_padding)
-    decode = resolved.builder.info.features["image"].decode_example
+def _decode(encoded: tf.Tensor, stored_shape: tuple) -> tf.Tensor:
+    image = tf.io.decode_image(encoded, channels=stored_shape[-1], expand_animations=False)
+    return tf.ensure_shape(image, stored_shape)
+
+
+def _to_model_input(image: tf.Tensor, spec: InputSpec, resize: bool = True) -> tf.Tensor:
+    """Float32 image with the model's channels and (when ``resize``) its height and width."""
+    channels = spec.image_shape[-1]
+    if image.shape[-1] != channels:
+        convert = tf.image.grayscale_to_rgb if channels == 3 else tf.image.rgb_to_grayscale
+        image = convert(image)
+    image = tf.cast(image, tf.float32)
+    if resize and image.shape[:2] != spec.image_shape[:2]:
+        image = tf.image.resize(image, spec.image_shape[:2], method="bilinear", antialias=True)
+    return image
+
+
+def _normalize(image: tf.Tensor, spec: InputSpec) -> tf.Tensor:
+    return (image - tf.constant(spec.mean)) / tf.constant(spec.std)
+
+
+def _train_preprocess(source: Source, spec: InputSpec):
+    """``fn(seed, example) -> {'image', 'label'}``: decode, augment, normalise."""
+    augment = get_augment(spec.augment, crop_padding=spec.crop_padding)
 
     def preprocess(seed: tf.Tensor, example: dict) -> dict:
-        image = decode(example["image"])
-        if image.shape[-1] != channels:
-            image = (
-                tf.image.grayscale_to_rgb(image)
-                if channels == 3
-                else tf.image.rgb_to_grayscale(image)
-            )
-        image = tf.cast(image, tf.float32)
-        if image.shape[:2] != (height, width):
-            image = tf.image.resize(image, (height, width), method="bilinear", antialias=True)
+        crop_seed, augment_seed, randaugment_seed, erase_seed = tf.unstack(
+            tf.random.experimental.stateless_split(seed, 4)
+        )
+        if spec.augment == "inception_crop":
+            channels = source.image_shape[-1]
+            image = decode_random_resized_crop(example["image"], crop_seed, channels)
+        else:
+            image = _decode(example["image"], source.image_shape)
+        image = _to_model_input(image, spec)
         if augment is not None:
-            image = augment(image, seed)
-        image = (image - mean) / std
+            image = augment(image, augment_seed)
+        if spec.randaugment_layers:
+            image = rand_augment(
+                image,
+                randaugment_seed,
+                num_layers=spec.randaugment_layers,
+                magnitude=spec.randaugment_magnitude,
+            )
+        image = _normalize(image, spec)
+        if spec.erase_prob:
+            image = random_erasing(image, erase_seed, spec.erase_prob)
         return {"image": image, "label": tf.cast(example["label"], tf.int32)}
 
     return preprocess
 
 
-def _options() -> tf.data.Options:
-    options = tf.data.Options()
-    options.deterministic = True
-    options.experimental_optimization.map_parallelization = True
-    return options
+def _eval_preprocess(source: Source, spec: InputSpec):
+    """``fn(example) -> {'image', 'label', 'mask'}``: decode, resize (and center-crop after
+    Inception-style training crops), normalise."""
+    center_crop = spec.augment == "inception_crop"
+
+    def preprocess(example: dict) -> dict:
+        image = _decode(example["image"], source.image_shape)
+        image = _to_model_input(image, spec, resize=not center_crop)
+        if center_crop:
+            image = resize_center_crop(image, spec.image_shape[0])
+        image = tf.ensure_shape(_normalize(image, spec), spec.image_shape)
+        return {"image": image, "label": tf.cast(example["label"], tf.int32), "mask": True}
+
+    return preprocess
 
 
 def train_iterator(
@@ -141,23 +138,16 @@ def train_iterator(
     process_count: int = 1,
 ) -> Iterator[Batch]:
     """Endless batches of ``batch_size`` (this process's share) from ``start_step`` on."""
-    resolved = _resolve(config)
-    split = tfds.split_for_jax_process(
-        resolved.train_split, process_index=process_index, process_count=process_count
-    )
-    read_config = tfds.ReadConfig(shuffle_seed=seed, options=_options())
-    ds = resolved.builder.as_dataset(
-        split=split,
-        shuffle_files=True,
-        read_config=read_config,
-        decoders={"image": tfds.decode.SkipDecoding()},
+    source, spec = open_dataset(config)
+    ds = source.read(
+        spec.train_split, part=process_index, num_parts=process_count, shuffle_seed=seed
     )
     if config.cache:
         ds = ds.cache()
     ds = ds.shuffle(config.shuffle_buffer, seed=seed, reshuffle_each_iteration=True).repeat()
     # Position in the stream → a per-example augmentation seed that survives resumption.
     ds = ds.enumerate().skip(start_step * batch_size)
-    preprocess = _preprocess_fn(resolved, resolved.augment, config.crop_padding)
+    preprocess = _train_preprocess(source, spec)
     ds = ds.map(
         lambda index, example: preprocess(tf.stack([tf.cast(seed, tf.int64), index]), example),
         num_parallel_calls=tf.data.AUTOTUNE,
@@ -177,27 +167,57 @@ def eval_iterator(
 
     All processes get the same number of batches; ``batch['mask']`` is False on padding.
     """
-    resolved = _resolve(config)
-    parts = tfds.even_splits(resolved.eval_split, n=process_count)
-    sizes = [resolved.builder.info.splits[part].num_examples for part in parts]
+    source, spec = open_dataset(config)
+    sizes = source.part_sizes(spec.eval_split, process_count)
     num_batches = math.ceil(max(sizes) / batch_size)
-    ds = resolved.builder.as_dataset(
-        split=parts[process_index],
-        shuffle_files=False,
-        read_config=tfds.ReadConfig(options=_options()),
-        decoders={"image": tfds.decode.SkipDecoding()},
-    )
-    preprocess = _preprocess_fn(resolved, "none", 0)
-    ds = ds.map(
-        lambda example: {**preprocess(tf.zeros(2, tf.int64), example), "mask": True},
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    padding = num_batches * batch_size - sizes[process_index]
+    ds = source.read(spec.eval_split, part=process_index, num_parts=process_count)
+    ds = ds.map(_eval_preprocess(source, spec), num_parallel_calls=tf.data.AUTOTUNE)
     filler = {
-        "image": tf.zeros(resolved.image_shape, tf.float32),
+        "image": tf.zeros(spec.image_shape, tf.float32),
         "label": tf.constant(0, tf.int32),
         "mask": False,
     }
+    padding = num_batches * batch_size - sizes[process_index]
     ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat(padding))
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return ds.as_numpy_iterator(), num_batches
+
+
+def _decoded_split(source: Source, split: str) -> tuple[np.ndarray, np.ndarray]:
+    ds = source.read(split).map(
+        lambda example: (_decode(example["image"], source.image_shape), example["label"]),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    images, labels = [], []
+    for image_batch, label_batch in ds.batch(4096).prefetch(2).as_numpy_iterator():
+        images.append(image_batch)
+        labels.append(label_batch)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int32)
+
+
+def export_arrays(config: ml_collections.ConfigDict, path: str) -> None:
+    """Write the decoded train and eval splits of ``config.dataset`` to the ``.npz`` ``path``.
+
+    The file holds ``train_image``/``eval_image`` (uint8 NHWC, as stored), ``train_label``/
+    ``eval_label`` (int32) and ``num_classes``; it is written to a temporary name first, so a
+    failure leaves no partial file.
+    """
+    source, spec = open_dataset(config)
+    if None in source.image_shape:
+        raise UserError(
+            f"dataset {config.name!r} has images of varying size, which the device pipeline "
+            "cannot hold as one array; use dataset.pipeline='streaming'"
+        )
+    train_image, train_label = _decoded_split(source, spec.train_split)
+    eval_image, eval_label = _decoded_split(source, spec.eval_split)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp.npz"
+    np.savez(
+        tmp,
+        train_image=train_image,
+        train_label=train_label,
+        eval_image=eval_image,
+        eval_label=eval_label,
+        num_classes=np.int32(source.num_classes),
+    )
+    os.replace(tmp, path)

@@ -8,6 +8,7 @@
 # Importing a family module registers its models.
 from jaxcnn.models import (  # noqa: F401
     alexnet,
+    convnext,
     efficientnet,
     googlenet,
     lenet,
@@ -15,6 +16,7 @@ from jaxcnn.models import (  # noqa: F401
     resnet,
     simple_cnn,
     vgg,
+    vit,
 )
 from jaxcnn.models.registry import ModelSpec, create, get_spec, list_models, register
 

@@ -8,20 +8,22 @@ linear 1×1 projection; residual with stochastic depth when the shape is kept), 
 B1–B7 scale B0 by compound scaling: channels × ``width_mult`` (rounded to multiples of 8),
 blocks per stage × ``depth_mult`` (rounded up), and a larger default resolution; dropout grows
 from 0.2 to 0.5. The stochastic-depth rate rises linearly from 0 to ``stochastic_depth_rate``
-(0.2) over the blocks. Follows torchvision's layout and its BatchNorm settings (ε = 1e-5) and
-the paper's resolutions (B2: 260, where torchvision's weights were evaluated at 288).
+(0.2) over the blocks. Follows torchvision's layout (BatchNorm with PyTorch's default ε = 1e-5
+and momentum, where the TensorFlow original uses ε = 1e-3) and the paper's resolutions (B2:
+260, where torchvision's weights were evaluated at 288).
 B0 has 5,288,548 parameters at 224×224 with 1000 classes.
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import DropPath, conv_kernel_init, make_divisible
+from jaxcnn.models.layers import ConvBNAct, DropPath, make_divisible
 from jaxcnn.models.registry import register
 
 # B0 stages: (expansion, kernel, stride, output channels, blocks).
@@ -48,41 +50,8 @@ VARIANTS = {
 }
 
 
-class ConvBNAct(nn.Module):
-    """Convolution without bias → BatchNorm → SiLU (no activation if ``act`` is False)."""
-
-    filters: int
-    kernel: int = 1
-    strides: int = 1
-    groups: int = 1
-    act: bool = True
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = nn.Conv(
-            self.filters,
-            (self.kernel, self.kernel),
-            self.strides,
-            padding=(self.kernel - 1) // 2,
-            feature_group_count=self.groups,
-            use_bias=False,
-            kernel_init=conv_kernel_init,
-            name="conv",
-            **kw,
-        )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            axis_name=self.bn_axis_name,
-            name="bn",
-            **kw,
-        )(x)
-        return nn.silu(x) if self.act else x
+# EfficientNet's unit: conv → BatchNorm → SiLU.
+_ConvBNSiLU = functools.partial(ConvBNAct, activation=nn.silu)
 
 
 class MBConv(nn.Module):
@@ -105,14 +74,14 @@ class MBConv(nn.Module):
         channels = x.shape[-1]
         expanded = make_divisible(channels * self.expansion)
         if expanded != channels:
-            x = ConvBNAct(expanded, name="expand", **bn_kw)(x, train)
-        x = ConvBNAct(
+            x = _ConvBNSiLU(expanded, name="expand", **bn_kw)(x, train)
+        x = _ConvBNSiLU(
             expanded, self.kernel, self.strides, groups=expanded, name="depthwise", **bn_kw
         )(x, train)
         squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
         squeezed = nn.silu(nn.Conv(max(1, channels // 4), (1, 1), name="se_reduce", **kw)(squeezed))
         x = x * nn.sigmoid(nn.Conv(expanded, (1, 1), name="se_expand", **kw)(squeezed))
-        x = ConvBNAct(self.filters, act=False, name="project", **bn_kw)(x, train)
+        x = _ConvBNSiLU(self.filters, activation=None, name="project", **bn_kw)(x, train)
         if self.strides == 1 and channels == self.filters:
             x = inputs + DropPath(self.drop_path_rate)(x, deterministic=not train)
         return x
@@ -137,7 +106,7 @@ class EfficientNet(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
-        x = ConvBNAct(make_divisible(32 * self.width_mult), 3, 2, name="stem", **kw)(x, train)
+        x = _ConvBNSiLU(make_divisible(32 * self.width_mult), 3, 2, name="stem", **kw)(x, train)
         depths = [math.ceil(n * self.depth_mult) for *_, n in STAGES]
         block_id = 0
         for s, ((expansion, kernel, stride, filters, _), depth) in enumerate(
@@ -154,7 +123,7 @@ class EfficientNet(nn.Module):
                     **kw,
                 )(x, train)
                 block_id += 1
-        x = ConvBNAct(4 * x.shape[-1], name="head_conv", **kw)(x, train)
+        x = _ConvBNSiLU(4 * x.shape[-1], name="head_conv", **kw)(x, train)
         x = jnp.mean(x, axis=(1, 2))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         x = nn.Dense(self.num_classes, dtype=self.dtype, param_dtype=self.param_dtype, name="head")(

@@ -21,7 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import adaptive_avg_pool, max_pool_ceil
+from jaxcnn.models.layers import ConvBNAct, adaptive_avg_pool, max_pool_ceil
 from jaxcnn.models.registry import register
 
 # (1×1, 3×3 reduce, 3×3, "5×5" reduce, "5×5", pool projection) filters of each module.
@@ -38,37 +38,9 @@ INCEPTION = {
 }
 
 
-class ConvBN(nn.Module):
-    """Convolution without bias → BatchNorm (ε = 0.001) → ReLU."""
-
-    filters: int
-    kernel: int
-    strides: int = 1
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = nn.Conv(
-            self.filters,
-            (self.kernel, self.kernel),
-            self.strides,
-            padding=(self.kernel - 1) // 2,
-            use_bias=False,
-            name="conv",
-            **kw,
-        )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-3,
-            axis_name=self.bn_axis_name,
-            name="bn",
-            **kw,
-        )(x)
-        return nn.relu(x)
+# GoogLeNet's unit, as in torchvision: conv → BatchNorm (ε = 0.001) → ReLU, with Flax's default
+# kernel initialiser.
+ConvBN = partial(ConvBNAct, bn_epsilon=1e-3, kernel_init=nn.linear.default_kernel_init)
 
 
 class Inception(nn.Module):

@@ -1,13 +1,16 @@
 """Small building blocks shared by several model families.
 
 Pooling with PyTorch semantics (adaptive average pooling, ``ceil_mode`` max pooling), the
-channel-rounding rule of the MobileNet/EfficientNet family, stochastic depth, and the
-initializer the reference implementations use for convolutions.
+channel-rounding rule of the MobileNet/EfficientNet family, stochastic depth, the
+initializer the reference implementations use for convolutions, and the conv → BatchNorm →
+activation unit of GoogLeNet, MobileNetV2 and EfficientNet.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -81,3 +84,42 @@ class DropPath(nn.Module):
         shape = (x.shape[0],) + (1,) * (x.ndim - 1)
         mask = jax.random.bernoulli(self.make_rng("dropout"), keep, shape)
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
+
+
+class ConvBNAct(nn.Module):
+    """Convolution without bias (same padding) → BatchNorm → ``activation`` (None: linear)."""
+
+    filters: int
+    kernel: int = 1
+    strides: int = 1
+    groups: int = 1
+    activation: Callable[[jax.Array], jax.Array] | None = nn.relu
+    bn_epsilon: float = 1e-5
+    kernel_init: Callable = conv_kernel_init
+    dtype: Any = jnp.float32
+    param_dtype: Any = jnp.float32
+    bn_axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
+        x = nn.Conv(
+            self.filters,
+            (self.kernel, self.kernel),
+            self.strides,
+            padding=(self.kernel - 1) // 2,
+            feature_group_count=self.groups,
+            use_bias=False,
+            kernel_init=self.kernel_init,
+            name="conv",
+            **kw,
+        )(x)
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=0.9,
+            epsilon=self.bn_epsilon,
+            axis_name=self.bn_axis_name,
+            name="bn",
+            **kw,
+        )(x)
+        return x if self.activation is None else self.activation(x)

@@ -10,12 +10,13 @@ in torchvision. Width 1.0 has 3,504,872 parameters at 224×224 with 1000 classes
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import conv_kernel_init, make_divisible
+from jaxcnn.models.layers import ConvBNAct, make_divisible
 from jaxcnn.models.registry import register
 
 # (expansion t, output channels c, blocks n, first stride s), as in Table 2 of the paper.
@@ -30,41 +31,8 @@ STAGES = (
 )
 
 
-class ConvBNReLU6(nn.Module):
-    """Convolution without bias → BatchNorm → ReLU6 (no activation if ``act`` is False)."""
-
-    filters: int
-    kernel: int = 1
-    strides: int = 1
-    groups: int = 1
-    act: bool = True
-    dtype: Any = jnp.float32
-    param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
-
-    @nn.compact
-    def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = nn.Conv(
-            self.filters,
-            (self.kernel, self.kernel),
-            self.strides,
-            padding=(self.kernel - 1) // 2,
-            feature_group_count=self.groups,
-            use_bias=False,
-            kernel_init=conv_kernel_init,
-            name="conv",
-            **kw,
-        )(x)
-        x = nn.BatchNorm(
-            use_running_average=not train,
-            momentum=0.9,
-            epsilon=1e-5,
-            axis_name=self.bn_axis_name,
-            name="bn",
-            **kw,
-        )(x)
-        return nn.relu6(x) if self.act else x
+# MobileNetV2's unit: conv → BatchNorm → ReLU6.
+ConvBNReLU6 = functools.partial(ConvBNAct, activation=nn.relu6)
 
 
 class InvertedResidual(nn.Module):
@@ -86,7 +54,7 @@ class InvertedResidual(nn.Module):
         if self.expansion != 1:
             y = ConvBNReLU6(hidden, name="expand", **kw)(y, train)
         y = ConvBNReLU6(hidden, 3, self.strides, groups=hidden, name="depthwise", **kw)(y, train)
-        y = ConvBNReLU6(self.filters, act=False, name="project", **kw)(y, train)
+        y = ConvBNReLU6(self.filters, activation=None, name="project", **kw)(y, train)
         return x + y if self.strides == 1 and channels == self.filters else y
 
 

@@ -34,6 +34,10 @@ class Checkpointer:
         """The state saved at ``step``, laid out like ``target`` (arrays or shape structs)."""
         return self._manager.restore(step, args=ocp.args.StandardRestore(target))
 
+    def reached_preemption(self, step: int) -> bool:
+        """Whether JAX's multi-host preemption notice asks every process to save at ``step``."""
+        return self._manager.reached_preemption(step)
+
     def close(self) -> None:
         """Wait for pending saves to finish."""
         self._manager.wait_until_finished()

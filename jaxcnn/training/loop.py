@@ -12,10 +12,9 @@ import functools
 import json
 import math
 import os
-import queue
+import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import flax.linen as nn
@@ -31,10 +30,8 @@ from jaxcnn.training.optim import make_optimizer, make_schedule
 from jaxcnn.training.parallel import make_parallel, tree_add
 from jaxcnn.training.state import init_train_state
 from jaxcnn.training.step import make_eval_step, make_train_step
-from jaxcnn.training.writers import MetricWriter, console
+from jaxcnn.training.writers import CONFIG_FILE, RESULTS_FILE, MetricWriter, console
 
-RESULTS_FILE = "results.json"
-CONFIG_FILE = "config.json"
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
 
 
@@ -59,24 +56,43 @@ def training_steps(config: ml_collections.ConfigDict, num_train_examples: int) -
     return steps_per_epoch, max(1, math.ceil(config.num_epochs * steps_per_epoch))
 
 
-def _prefetch(iterator: Iterator[Any], transform: Callable[[Any], Any], size: int = 2):
-    """Apply ``transform`` (the host → device copy) in a thread, ``size`` batches ahead."""
-    buffer: queue.Queue = queue.Queue(maxsize=size)
-    done = object()
+class Interrupted(Exception):
+    """Training stopped early by a signal (SIGTERM, SIGINT) after checkpointing its state."""
 
-    def producer() -> None:
-        try:
-            for item in iterator:
-                buffer.put(transform(item))
-        except Exception as error:  # handed to the consumer, raised there
-            buffer.put(error)
-        buffer.put(done)
+    def __init__(self, step: int, signum: int) -> None:
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} at step {step}; the checkpoint is saved "
+            "and re-running the same command resumes from it"
+        )
+        self.step, self.signum = step, signum
 
-    threading.Thread(target=producer, daemon=True).start()
-    while (item := buffer.get()) is not done:
-        if isinstance(item, Exception):
-            raise item
-        yield item
+
+class _StopRequests:
+    """Turns SIGTERM/SIGINT (preemption, Ctrl-C) into a flag the loop checks between steps.
+
+    Only in a single process: with several, every process must stop at the same step, which
+    JAX's own preemption notice agrees on (``Checkpointer.reached_preemption``), so its SIGTERM
+    handler is left in place.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> _StopRequests:
+        if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+            for signum in self.SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._request)
+        return self
+
+    def _request(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+
+    def __exit__(self, *exc_info: Any) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
 
 
 def _write_json_atomically(path: str, payload: dict) -> None:
@@ -106,7 +122,7 @@ def _format_duration(seconds: float) -> str:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Train and evaluate as ``config`` says, in ``workdir``; returns the final results."""
-    parallel = make_parallel(config.parallelism)
+    parallel = make_parallel(config.parallelism, shard_params=config.shard_params)
     parallel.check_batch_size("batch_size", config.batch_size)
     parallel.check_batch_size("eval_batch_size", config.eval_batch_size)
     info = data.dataset_info(config.dataset)
@@ -153,15 +169,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     eval_step = parallel.compile_eval(make_eval_step(model, axis_name=parallel.axis_name))
 
     def evaluate() -> dict[str, float]:
-        batches, _ = data.eval_iterator(
-            config.dataset,
-            batch_size=config.eval_batch_size // jax.process_count(),
-            process_index=jax.process_index(),
-            process_count=jax.process_count(),
+        batches = data.eval_batches(
+            config.dataset, batch_size=config.eval_batch_size, shard_batch=parallel.shard_batch
         )
         totals = None
         for batch in batches:
-            sums = eval_step(state, parallel.shard_batch(batch))
+            sums = eval_step(state, batch)
             totals = sums if totals is None else tree_add(totals, sums)
         totals = parallel.metrics_to_host(totals)
         count = float(totals["count"])
@@ -171,59 +184,63 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             "num_examples": count,
         }
 
-    local_batches = data.train_iterator(
+    batches = data.train_batches(
         config.dataset,
-        batch_size=config.batch_size // jax.process_count(),
+        batch_size=config.batch_size,
         seed=config.seed,
         start_step=start_step,
-        process_index=jax.process_index(),
-        process_count=jax.process_count(),
+        shard_batch=parallel.shard_batch,
     )
-    batches = _prefetch(local_batches, parallel.shard_batch)
     writer = MetricWriter(workdir)
     pending: list[dict[str, jax.Array]] = []
     window_start, window_steps = time.perf_counter(), 0
     train_start = time.perf_counter()
     train_images_per_sec = float("nan")
     eval_metrics: dict[str, float] = {}
-    for step in range(start_step + 1, total_steps + 1):
-        state, metrics = train_step(state, next(batches))
-        pending.append(metrics)
-        window_steps += 1
-        is_last = step == total_steps
-        do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
-        do_checkpoint = is_last or step % config.checkpoint_every_steps == 0
-        if (
-            do_eval
-            or do_checkpoint
-            or step % config.log_every_steps == 0
-            or time.perf_counter() - window_start >= config.log_every_secs
-        ):
-            host = parallel.metrics_to_host(pending)
-            now = time.perf_counter()  # after the fetch, which waits for the steps to finish
-            means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
-            train_images_per_sec = window_steps * config.batch_size / (now - window_start)
-            means["images_per_sec"] = train_images_per_sec
-            writer.write(step, "train", means)
-            eta = (total_steps - step) * (now - window_start) / window_steps
-            console(
-                f"step {step}/{total_steps} | loss {means['loss']:.4f} | "
-                f"accuracy {means['accuracy']:.4f} | lr {means['learning_rate']:.4g} | "
-                f"{train_images_per_sec:,.0f} img/s | ETA {_format_duration(eta)}"
-            )
-            pending.clear()
-            if do_eval:
-                eval_metrics = evaluate()
-                writer.write(step, "eval", eval_metrics)
+    with _StopRequests() as stop:
+        for step in range(start_step + 1, total_steps + 1):
+            state, metrics = train_step(state, next(batches))
+            pending.append(metrics)
+            window_steps += 1
+            is_last = step == total_steps
+            do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
+            stopping = stop.signum is not None or checkpointer.reached_preemption(step)
+            do_checkpoint = is_last or stopping or step % config.checkpoint_every_steps == 0
+            if (
+                do_eval
+                or do_checkpoint
+                or step % config.log_every_steps == 0
+                or time.perf_counter() - window_start >= config.log_every_secs
+            ):
+                host = parallel.metrics_to_host(pending)
+                now = time.perf_counter()  # after the fetch, which waits for the steps to finish
+                means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                train_images_per_sec = window_steps * config.batch_size / (now - window_start)
+                means["images_per_sec"] = train_images_per_sec
+                writer.write(step, "train", means)
+                eta = (total_steps - step) * (now - window_start) / window_steps
                 console(
-                    f"eval at step {step}: loss {eval_metrics['loss']:.4f} | "
-                    f"accuracy {eval_metrics['accuracy']:.4f} "
-                    f"({int(eval_metrics['num_examples'])} examples)"
+                    f"step {step}/{total_steps} | loss {means['loss']:.4f} | "
+                    f"accuracy {means['accuracy']:.4f} | lr {means['learning_rate']:.4g} | "
+                    f"{train_images_per_sec:,.0f} img/s | ETA {_format_duration(eta)}"
                 )
-            if do_checkpoint:
-                checkpointer.save(step, parallel.for_checkpoint(state))
-            # Throughput windows exclude evaluation and checkpointing.
-            window_start, window_steps = time.perf_counter(), 0
+                pending.clear()
+                if do_eval:
+                    eval_metrics = evaluate()
+                    writer.write(step, "eval", eval_metrics)
+                    console(
+                        f"eval at step {step}: loss {eval_metrics['loss']:.4f} | "
+                        f"accuracy {eval_metrics['accuracy']:.4f} "
+                        f"({int(eval_metrics['num_examples'])} examples)"
+                    )
+                if do_checkpoint:
+                    checkpointer.save(step, parallel.for_checkpoint(state))
+                # Throughput windows exclude evaluation and checkpointing.
+                window_start, window_steps = time.perf_counter(), 0
+            if stopping:
+                checkpointer.close()
+                writer.close()
+                raise Interrupted(step, stop.signum or signal.SIGTERM)
     checkpointer.close()
     writer.close()
 

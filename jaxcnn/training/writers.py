@@ -15,6 +15,8 @@ from typing import Any
 import jax
 
 METRICS_FILE = "metrics.jsonl"
+RESULTS_FILE = "results.json"  # final metrics; written when a run has finished
+CONFIG_FILE = "config.json"  # the config of the run's first start
 TENSORBOARD_DIR = "tensorboard"
 
 

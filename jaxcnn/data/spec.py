@@ -1,0 +1,114 @@
+"""What a config's ``dataset`` section resolves to, shared by both pipelines (no TensorFlow)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import ml_collections
+
+from jaxcnn.data.presets import get_preset
+from jaxcnn.errors import UserError, unknown_choice
+
+PIPELINES = ("streaming", "device")
+AUGMENTS = ("none", "flip", "crop", "crop_flip", "inception_crop")
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetInfo:
+    """What the model and the loop need to know about the data."""
+
+    name: str
+    num_classes: int
+    image_shape: tuple[int, int, int]  # as fed to the model, after resizing
+    num_train_examples: int
+    num_eval_examples: int
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """How to turn stored images into model inputs, for training and for evaluation."""
+
+    image_shape: tuple[int, int, int]  # model input
+    mean: tuple[float, ...]  # per channel, in [0, 255] units
+    std: tuple[float, ...]
+    augment: str  # one of AUGMENTS
+    crop_padding: int
+    randaugment_layers: int
+    randaugment_magnitude: float
+    erase_prob: float
+    train_split: str
+    eval_split: str
+
+
+def _check_range(name: str, value: float, low: float, high: float) -> None:
+    if not low <= value <= high:
+        raise UserError(f"dataset.{name}={value} is out of range; valid: {low} to {high}")
+
+
+def split_names(config: ml_collections.ConfigDict) -> tuple[str, str]:
+    """The (train, eval) split strings of ``config`` (``config.dataset``) or its preset."""
+    preset = get_preset(config.name)
+    train = config.train_split or (preset.train_split if preset else "train")
+    return train, config.eval_split or (preset.eval_split if preset else "test")
+
+
+def resolve_spec(
+    config: ml_collections.ConfigDict, stored_shape: tuple[int | None, int | None, int]
+) -> InputSpec:
+    """The :class:`InputSpec` of ``config`` (``config.dataset``) for images stored at
+    ``stored_shape`` (None for sizes that vary)."""
+    if config.pipeline not in PIPELINES:
+        raise unknown_choice("dataset.pipeline", config.pipeline, PIPELINES)
+    preset = get_preset(config.name)
+    height, width, channels = stored_shape
+    if preset:
+        height, width = preset.image_shape[:2]
+    size = config.image_size or height
+    if not size or not (config.image_size or width):
+        raise UserError(
+            f"dataset {config.name!r} has images of varying size; set dataset.image_size"
+        )
+    if config.channels not in (0, 1, 3):
+        raise unknown_choice("dataset.channels", config.channels, ("0", "1", "3"))
+    channels = config.channels or channels
+    height, width = (size, size) if config.image_size else (height, width)
+
+    def statistics(field: str, preset_value: tuple[float, ...] | None) -> tuple[float, ...]:
+        given = tuple(config[field])
+        if not given and preset_value:  # a grey input of an RGB dataset: the channel mean
+            given = (sum(preset_value) / len(preset_value),) if channels == 1 else preset_value
+        given = given or (0.5,)
+        if len(given) == 1:
+            given = given * channels
+        if len(given) != channels:
+            raise UserError(
+                f"dataset.{field} has {len(given)} values for {channels}-channel images"
+            )
+        return tuple(255.0 * v for v in given)
+
+    mean = statistics("mean", preset.mean if preset else None)
+    std = statistics("std", preset.std if preset else None)
+    augment = config.augment
+    if augment == "default":
+        augment = preset.augment if preset else "none"
+    if augment not in AUGMENTS:
+        raise unknown_choice("dataset.augment", augment, ("default", *AUGMENTS))
+    if config.crop_padding < 0:
+        raise UserError(f"dataset.crop_padding={config.crop_padding} must be >= 0")
+    _check_range("randaugment_magnitude", config.randaugment_magnitude, 0.0, 10.0)
+    _check_range("erase_prob", config.erase_prob, 0.0, 1.0)
+    _check_range("mixup_alpha", config.mixup_alpha, 0.0, float("inf"))
+    _check_range("cutmix_alpha", config.cutmix_alpha, 0.0, float("inf"))
+    train_split, eval_split = split_names(config)
+    return InputSpec(
+        image_shape=(height, width, channels),
+        mean=mean,
+        std=std,
+        augment=augment,
+        crop_padding=config.crop_padding,
+        randaugment_layers=max(0, config.randaugment_layers),
+        randaugment_magnitude=config.randaugment_magnitude,
+        erase_prob=config.erase_prob,
+        train_split=train_split,
+        eval_split=eval_split,
+    )

@@ -1,0 +1,38 @@
+"""Shared fixtures: a prepared digits dataset and helpers to run the CLIs as a user would."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = REPO.parent / "shared" / "datasets"
+
+
+@pytest.fixture(scope="session")
+def digits_data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A TFDS data dir with the digits dataset prepared (offline, from scikit-learn)."""
+    from jaxcnn import data
+    from jaxcnn.config import base_config
+
+    config = base_config().dataset
+    config.name = "digits"
+    config.data_dir = str(tmp_path_factory.mktemp("tfds"))
+    assert data.dataset_info(config).num_train_examples == 1437  # prepares it
+    return config.data_dir
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300):
+    """Run ``python -m ARGS…`` from the repository root; returns the CompletedProcess."""
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

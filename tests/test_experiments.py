@@ -1,0 +1,118 @@
+"""Every experiment config loads, names a model of the zoo, and trains on its input.
+
+Every config's init and train step are traced with ``jax.eval_shape`` at its input shape, which
+checks model fields, shapes and optimizer settings without compiling. Configs with small models
+(under a million parameters) also run two real steps on a batch of 2; compiling the backward
+pass of the bigger ones takes up to minutes on a 2-core CPU, and tests/test_models.py already
+trains a small member of every family.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxcnn import cli, models, sweeps
+from jaxcnn.data.presets import get_preset
+from jaxcnn.errors import UserError
+from jaxcnn.training.loop import build_model
+from jaxcnn.training.optim import make_optimizer, make_schedule
+from jaxcnn.training.state import init_train_state
+from jaxcnn.training.step import make_train_step
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "experiments", "*.py")))
+_RUN_BELOW_PARAMS = 1_000_000  # smaller models run real steps; larger ones are only traced
+
+
+def _input_spec(config) -> tuple[tuple[int, int, int], int]:
+    """(image shape, classes) the config feeds its model, without opening the dataset."""
+    preset = get_preset(config.dataset.name)
+    spec = models.get_spec(config.model.name)
+    native = preset.image_shape if preset else spec.input_shape
+    size = config.dataset.image_size or native[0]
+    return (size, size, native[2]), preset.num_classes if preset else spec.num_classes
+
+
+def _two_train_steps(config):
+    """(state before, state after two steps, metrics), or their shapes for large models."""
+    image_shape, num_classes = _input_spec(config)
+    model = build_model(config.model, num_classes)
+    schedule = make_schedule(
+        config.schedule,
+        peak=config.optimizer.learning_rate,
+        steps_per_epoch=1,
+        total_steps=1_000,
+    )
+    tx = make_optimizer(config, schedule)
+    step = make_train_step(
+        model,
+        tx,
+        schedule,
+        label_smoothing=config.label_smoothing,
+        aux_loss_weight=config.aux_loss_weight,
+    )
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.normal(size=(2, *image_shape)), jnp.float32),
+        "label": jnp.asarray(rng.integers(0, num_classes, size=(2,)), jnp.int32),
+    }
+
+    def init_and_steps(batch):
+        # Two steps: with a warm-up the learning rate of the first one is zero.
+        state = init_train_state(model, tx, image_shape, config.seed)
+        after, _ = step(state, batch)
+        after, metrics = step(after, batch)
+        return state, after, metrics
+
+    traced = jax.eval_shape(init_and_steps, batch)
+    num_params = sum(x.size for x in jax.tree.leaves(traced[0].params))
+    if num_params >= _RUN_BELOW_PARAMS:
+        return traced
+    return jax.jit(init_and_steps)(batch)
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)
+def test_experiment_trains(path):
+    with open(path, encoding="utf-8") as f:
+        source = f.read()
+    assert f"experiments/{os.path.basename(path)}" in source, "docstring lacks its command"
+    config = cli.load_config_file(path)
+    assert config.model.name in models.list_models()
+
+    before, after, metrics = _two_train_steps(config)
+
+    assert after.step.shape == ()
+    assert metrics["loss"].shape == ()
+    if isinstance(metrics["loss"], jax.Array):  # really run, not traced
+        assert int(after.step) == int(before.step) + 2
+        assert np.isfinite(float(metrics["loss"]))
+        changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before.params, after.params)
+        assert any(jax.tree.leaves(changed)), "training changed no parameter"
+
+
+def _declares_sweep(path: str) -> bool:
+    with open(path, encoding="utf-8") as f:
+        return "def get_sweep(" in f.read()
+
+
+@pytest.mark.parametrize(
+    "path", [p for p in EXPERIMENTS if _declares_sweep(p)], ids=os.path.basename
+)
+def test_declared_sweep_points_are_valid_overrides(path, tmp_path):
+    sweep = cli.load_config_file(path, "get_sweep")
+    points = sweeps.plan(cli.load_config_file(path), sweep, str(tmp_path))
+    assert len({p.workdir for p in points}) == len(points) > 1
+
+
+def test_resnet_cifar_depth_argument_selects_the_model():
+    path = os.path.join(REPO, "experiments", "resnet_cifar.py")
+    assert cli.load_config_file(f"{path}:56").model.name == "resnet56"
+    assert cli.load_config_file(path).model.name == "resnet20"
+    with pytest.raises(UserError, match="valid choices: 110, 20, 32, 44, 56"):
+        cli.load_config_file(f"{path}:57")

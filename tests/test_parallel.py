@@ -1,0 +1,223 @@
+"""Data parallelism on 8 (virtual CPU) devices computes the update of 1 device.
+
+JAX fixes its device count when it starts, and other test modules start it with one CPU device,
+so the comparisons run in a child process (this file run as a script) with
+``--xla_force_host_platform_device_count=8``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+NUM_DEVICES = 8
+GLOBAL_BATCH = 16
+IMAGE_SHAPE = (8, 8, 3)
+NUM_CLASSES = 10
+NUM_STEPS = 2
+LEARNING_RATE = 0.1
+# float32 sums over the batch run in a different order on 8 devices than on 1.
+TOLERANCE = 1e-5
+
+
+# The test programs are tiny and compiling them is most of their cost: XLA's cheapest code
+# generation compiles them about four times faster.
+FAST_COMPILE_FLAGS = "--xla_backend_optimization_level=0 --xla_llvm_disable_expensive_passes=true"
+
+
+def cpu_devices_env(count: int) -> dict[str, str]:
+    """The environment of a child process that sees ``count`` CPU devices."""
+    return {
+        **os.environ,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={count} {FAST_COMPILE_FLAGS}",
+        "PYTHONPATH": str(REPO),
+    }
+
+
+def tiny_resnet(bn_axis_name: str | None = None):
+    """ResNet-8 of width 4: BatchNorm in every block, compiled in seconds."""
+    from jaxcnn import models
+
+    return models.create("resnet20", NUM_CLASSES, depth=8, width=4, bn_axis_name=bn_axis_name)
+
+
+def initial_state(image_shape):
+    """The train state at step 0 of :func:`train_for_steps`, on the host."""
+    import jax
+
+    from jaxcnn.training.state import init_train_state
+
+    init = functools.partial(init_train_state, tiny_resnet(), optimizer(), image_shape, 0)
+    return jax.device_get(jax.jit(init)())
+
+
+def optimizer():
+    import optax
+
+    return optax.sgd(LEARNING_RATE, momentum=0.9)
+
+
+def train_for_steps(parallel, state, batches):
+    """Train from the host ``state`` on ``batches`` (global numpy batches) with ``parallel``.
+
+    Returns the final state (on device) and the per-step metrics on the host.
+    """
+    import optax
+
+    from jaxcnn.training.step import make_train_step
+
+    model = tiny_resnet(parallel.axis_name)
+    train_step = parallel.compile_train(
+        make_train_step(
+            model, optimizer(), optax.constant_schedule(LEARNING_RATE), axis_name=parallel.axis_name
+        )
+    )
+    state = parallel.from_checkpoint(state)
+    metrics = []
+    for batch in batches:
+        state, step_metrics = train_step(state, parallel.shard_batch(batch))
+        metrics.append(step_metrics)
+    return state, parallel.metrics_to_host(metrics)
+
+
+def random_batches(num_steps: int, batch_size: int, image_shape) -> list[dict]:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    return [
+        {
+            "image": rng.normal(size=(batch_size, *image_shape)).astype(np.float32),
+            "label": rng.integers(0, NUM_CLASSES, size=(batch_size,)).astype(np.int32),
+        }
+        for _ in range(num_steps)
+    ]
+
+
+def max_difference(a, b) -> float:
+    """Largest absolute difference between two pytrees of arrays of the same structure."""
+    import jax
+    import numpy as np
+
+    return max(
+        float(np.max(np.abs(np.asarray(x) - np.asarray(y))))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
+
+
+def _compare_strategies() -> dict:
+    """Train the same BatchNorm ResNet with every strategy; report differences to 1 device."""
+    import jax
+
+    from jaxcnn.training.parallel import JitParallel, PmapParallel
+
+    assert jax.device_count() == NUM_DEVICES, jax.devices()
+    batches = random_batches(NUM_STEPS, GLOBAL_BATCH, IMAGE_SHAPE)
+    state = initial_state(IMAGE_SHAPE)
+    strategies = {
+        "one_device": JitParallel(jax.devices()[:1]),
+        "jit": JitParallel(),
+        "jit_shard_params": JitParallel(shard_params=True),
+        "pmap": PmapParallel(),
+    }
+    results = {}
+    for name, parallel in strategies.items():
+        trained, metrics = train_for_steps(parallel, state, batches)
+        host_state = jax.device_get(parallel.for_checkpoint(trained))
+        results[name] = {
+            "variables": (host_state.params, host_state.batch_stats),
+            "loss": [float(m["loss"]) for m in metrics],
+            "sharded_leaves": sum(
+                not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(trained.params)
+            ),
+        }
+    reference = results.pop("one_device")
+    return {
+        "reference_loss": reference["loss"],
+        "strategies": {
+            name: {
+                "max_variable_difference": max_difference(
+                    result["variables"], reference["variables"]
+                ),
+                "max_loss_difference": max(
+                    abs(a - b) for a, b in zip(result["loss"], reference["loss"], strict=True)
+                ),
+                "sharded_leaves": result["sharded_leaves"],
+            }
+            for name, result in results.items()
+        },
+    }
+
+
+@pytest.fixture(scope="module")
+def comparison() -> dict:
+    completed = subprocess.run(
+        [sys.executable, __file__],
+        env=cpu_devices_env(NUM_DEVICES),
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("strategy", ["jit", "jit_shard_params", "pmap"])
+def test_eight_devices_make_the_update_of_one(comparison: dict, strategy: str) -> None:
+    result = comparison["strategies"][strategy]
+    assert result["max_variable_difference"] < TOLERANCE, result
+    assert result["max_loss_difference"] < TOLERANCE, result
+
+
+@pytest.mark.timeout(300)
+def test_training_moved_the_loss(comparison: dict) -> None:
+    """The comparison means something only if the steps changed the model."""
+    losses = comparison["reference_loss"]
+    assert abs(losses[-1] - losses[0]) > 1e-3, losses
+
+
+@pytest.mark.timeout(300)
+def test_shard_params_splits_the_state(comparison: dict) -> None:
+    strategies = comparison["strategies"]
+    assert strategies["jit_shard_params"]["sharded_leaves"] > 0
+    assert strategies["jit"]["sharded_leaves"] == 0
+
+
+@pytest.mark.timeout(120)
+def test_batch_that_does_not_divide_across_devices_is_one_line_error(tmp_path: Path) -> None:
+    completed = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "jaxcnn.train",
+            f"--config={REPO / 'experiments' / 'quickstart.py'}",
+            f"--workdir={tmp_path / 'run'}",
+            "--config.batch_size=30",
+        ],
+        env=cpu_devices_env(NUM_DEVICES),
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 2, completed.stderr[-3000:]
+    lines = completed.stderr.strip().splitlines()
+    assert lines == [
+        "error: batch_size=30 does not divide across 8 devices; use a multiple of 8 (e.g. 24 or 32)"
+    ]
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+if __name__ == "__main__":
+    print(json.dumps(_compare_strategies()))

@@ -1,0 +1,207 @@
+"""End-to-end training through the CLI and train_and_evaluate: learning, resuming, errors."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+from jaxcnn.cli import load_config_file
+from jaxcnn.training.checkpoint import Checkpointer
+from jaxcnn.training.loop import build_model, train_and_evaluate
+
+from conftest import REPO, SHARED_DATASETS, run_cli
+
+QUICKSTART = "experiments/quickstart.py"
+
+
+def quickstart_config(data_dir: str, **overrides):
+    config = load_config_file(str(REPO / QUICKSTART))
+    config.dataset.data_dir = data_dir
+    config.log_every_secs = 60.0
+    for key, value in overrides.items():
+        node = config
+        *parents, leaf = key.split(".")
+        for parent in parents:
+            node = node[parent]
+        node[leaf] = value
+    return config
+
+
+def test_quickstart_learns_digits(digits_data_dir, tmp_path):
+    config = quickstart_config(digits_data_dir, num_epochs=12.0)
+    results = train_and_evaluate(config, str(tmp_path))
+    assert results["eval"]["num_examples"] == 360  # every test image, once
+    assert results["eval"]["accuracy"] >= 0.90
+    written = json.loads((tmp_path / "results.json").read_text())
+    assert written["eval"]["accuracy"] == pytest.approx(results["eval"]["accuracy"])
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {r["split"] for r in records} == {"train", "eval"}
+    assert records[-1]["step"] == results["step"]
+    assert any((tmp_path / "tensorboard").iterdir())
+    assert (tmp_path / "config.json").exists()
+
+
+def _final_params(workdir: Path) -> dict:
+    checkpointer = Checkpointer(str(workdir), keep=3)
+    step = checkpointer.latest_step()
+    state = checkpointer.restore(step, None)
+    checkpointer.close()
+    return step, state["params"]
+
+
+@pytest.mark.timeout(240)
+def test_interrupted_run_resumes_to_identical_parameters(digits_data_dir, tmp_path):
+    """Stop a run with SIGTERM mid-way, re-run the same command: the result is bitwise the
+    result of an uninterrupted run, with the same step count."""
+    args = [
+        "jaxcnn.train",
+        f"--config={QUICKSTART}",
+        f"--config.dataset.data_dir={digits_data_dir}",
+        "--config.num_train_steps=300",
+        "--config.batch_size=32",
+        "--config.log_every_steps=5",
+        "--config.checkpoint_every_steps=1000",
+    ]
+    straight = tmp_path / "straight"
+    assert run_cli(*args, f"--workdir={straight}").returncode == 0
+
+    resumed = tmp_path / "resumed"
+    process = subprocess.Popen(
+        [sys.executable, "-m", *args, f"--workdir={resumed}"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    metrics = resumed / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while not (metrics.exists() and metrics.read_text().strip()):
+        assert process.poll() is None and time.monotonic() < deadline, process.communicate()
+        time.sleep(0.02)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 128 + signal.SIGTERM, stderr
+    assert "stopped by SIGTERM" in stderr
+    assert not (resumed / "results.json").exists()
+    stopped_at, _ = _final_params(resumed)
+    assert 0 < stopped_at < 300
+
+    second = run_cli(*args, f"--workdir={resumed}")
+    assert second.returncode == 0, second.stderr
+    assert f"Resuming from the checkpoint at step {stopped_at}" in second.stdout
+
+    step_a, params_a = _final_params(straight)
+    step_b, params_b = _final_params(resumed)
+    assert step_a == step_b == 300
+    for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
+        np.testing.assert_array_equal(a, b)
+    results = [json.loads((d / "results.json").read_text()) for d in (straight, resumed)]
+    assert results[0]["eval"] == results[1]["eval"]
+
+
+def test_overrides_reach_model_and_optimizer(digits_data_dir, tmp_path):
+    config = quickstart_config(
+        digits_data_dir,
+        **{
+            "model.name": "simple_cnn",
+            "dataset.image_size": 28,
+            "optimizer.name": "sgd",
+            "optimizer.learning_rate": 0.05,
+            "schedule.name": "constant",
+            "schedule.warmup_epochs": 0.0,
+            "num_train_steps": 3,
+        },
+    )
+    model = build_model(config.model, num_classes=10)
+    assert type(model).__name__ == "SimpleCNN"
+    train_and_evaluate(config, str(tmp_path))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["split"] == "train"]
+    assert train[-1]["learning_rate"] == pytest.approx(0.05)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["optimizer"]["learning_rate"] == 0.05
+    assert saved["model"]["name"] == "simple_cnn"
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("--config.optimizer.learning_rat=0.1", "config.optimizer has no 'learning_rat'"),
+        ("--config.model.name=resnet9000", "unknown model 'resnet9000'; valid choices:"),
+        ("--config.dataset.name=no_such_dataset", "unknown dataset 'no_such_dataset'"),
+        ("--config.optimizer.name=lion", "unknown optimizer.name 'lion'; valid choices: adamw"),
+        ("--config.batch_size=many", "--config.batch_size=many"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(override, expected, digits_data_dir, tmp_path):
+    workdir = tmp_path / "run"
+    result = run_cli(
+        "jaxcnn.train",
+        f"--config={QUICKSTART}",
+        f"--workdir={workdir}",
+        f"--config.dataset.data_dir={digits_data_dir}",
+        override,
+    )
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+    assert not (workdir / "checkpoints").exists()
+
+
+def test_missing_config_file_is_one_line(tmp_path):
+    result = run_cli("jaxcnn.train", "--config=experiments/nope.py", f"--workdir={tmp_path}")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: config file 'experiments/nope.py' not found"
+
+
+def test_offline_unprepared_dataset_fails_fast(tmp_path):
+    start = time.monotonic()
+    result = run_cli(
+        "jaxcnn.train",
+        f"--config={QUICKSTART}",
+        f"--workdir={tmp_path / 'run'}",
+        "--config.dataset.name=cifar10",
+        f"--config.dataset.data_dir={tmp_path}",
+        "--config.model.name=resnet20",
+    )
+    if "has no network" not in result.stderr:
+        pytest.skip("this machine has network: tfds would download cifar10")
+    assert result.returncode == 2
+    assert f"not prepared in {tmp_path}" in result.stderr
+    assert time.monotonic() - start < 60
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATASETS / "cifar10_jpeg").is_dir(),
+    reason=f"the prepared offline CIFAR-10 copy is not at {SHARED_DATASETS}/cifar10_jpeg",
+)
+def test_offline_cifar10_jpeg_short_run(tmp_path):
+    """The headline experiment, offline: experiments/resnet_cifar.py on the prepared JPEG copy."""
+    result = run_cli(
+        "jaxcnn.train",
+        "--config=experiments/resnet_cifar.py",
+        f"--workdir={tmp_path}",
+        "--config.dataset.name=cifar10_jpeg",
+        "--config.dataset.cache=False",
+        "--config.dataset.shuffle_buffer=256",
+        "--config.dataset.eval_split=test[:500]",
+        "--config.num_train_steps=4",
+        "--config.batch_size=16",
+        "--config.eval_batch_size=128",
+        env={"TFDS_DATA_DIR": str(SHARED_DATASETS)},
+    )
+    assert result.returncode == 0, result.stderr
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["model"] == "resnet20" and results["step"] == 4
+    assert results["eval"]["num_examples"] == 500
+    assert 0.0 <= results["eval"]["accuracy"] <= 1.0 and np.isfinite(results["eval"]["loss"])

@@ -2,11 +2,14 @@
 
     python -m benchmarks.train_step                       # resnet20, resnet18_cifar
     python -m benchmarks.train_step --models resnet50,vit_s16,efficientnet_b0 --windows 3
+    python -m benchmarks.train_step --quick --models resnet20  # batch 8, one one-step window
+    python -m benchmarks.train_step --end_to_end            # + train_and_evaluate on cifar10_jpeg
 
 For each case it prints the compile time of the first jaxcnn step, the steady-state images/s
 of the jaxcnn train step (median of timed windows after warm-up, each ended by
 ``block_until_ready``), the same for PyTorch (CPU build, channels-last, SGD with momentum), the
-ratio, and the FLOPs of one step from XLA's cost analysis. jaxcnn and PyTorch windows alternate,
+ratio, the FLOPs of one step from XLA's cost analysis, the peak host RSS and, on an accelerator
+listed in ``benchmarks/hardware.py``, the MFU. jaxcnn and PyTorch windows alternate,
 so a shared, noisy machine slows both alike. Generated data only: no TensorFlow. Results go to
 ``benchmarks/results/train_step_<platform>.json``.
 """
@@ -15,8 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
+import math
 import resource
 import statistics
 import time
@@ -24,9 +26,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from benchmarks import hardware
 from jaxcnn import models
 from jaxcnn.training.optim import make_optimizer
 from jaxcnn.training.parallel import make_parallel
@@ -53,10 +57,12 @@ def _sgd_config() -> ml_collections.ConfigDict:
     return config
 
 
-def jaxcnn_step(case: str, batch_size: int) -> tuple[Callable[[], None], float, float, int]:
+def jaxcnn_step(
+    case: str, batch_size: int, dtype: str = "float32"
+) -> tuple[Callable[[], None], float, float, int]:
     """(run one step and wait, compile seconds, FLOPs per step, parameters) of jaxcnn's step."""
     name, fields, image_shape, _ = CASES[case]
-    model = models.create(name, NUM_CLASSES, **fields)
+    model = models.create(name, NUM_CLASSES, dtype=jnp.dtype(dtype), **fields)
     schedule = lambda step: 0.1  # noqa: E731
     tx = make_optimizer(_sgd_config(), schedule)
     parallel = make_parallel("jit")
@@ -104,9 +110,18 @@ def images_per_sec(run: Callable[[], None], batch_size: int, steps: int) -> floa
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def benchmark(case: str, batch_size: int, windows: int, steps: int) -> dict:
-    run_jax, compile_secs, flops, jax_params = jaxcnn_step(case, batch_size)
-    twin = torch_step(case, batch_size)
+def benchmark(
+    case: str,
+    batch_size: int,
+    windows: int,
+    steps: int,
+    with_torch: bool = True,
+    dtype: str = "float32",
+) -> dict:
+    """One case: jaxcnn's step and (``with_torch``) its PyTorch twin, in alternating windows."""
+    run_jax, compile_secs, flops, jax_params = jaxcnn_step(case, batch_size, dtype)
+    # The PyTorch twin runs in float32 only: its CPU bfloat16 path is not what users train with.
+    twin = torch_step(case, batch_size) if with_torch and dtype == "float32" else None
     run_jax()  # warm-up
     jax_rates, torch_rates = [], []
     if twin:
@@ -120,44 +135,79 @@ def benchmark(case: str, batch_size: int, windows: int, steps: int) -> dict:
         jax_rates.append(images_per_sec(run_jax, batch_size, steps))
         if twin:
             torch_rates.append(images_per_sec(run_torch, batch_size, steps))
+    device = jax.devices()[0]
+    peak = hardware.peak_flops(device.device_kind, dtype) if device.platform != "cpu" else None
+    jax_rate = statistics.median(jax_rates)
     result = {
         "case": case,
+        "dtype": dtype,
         "batch_size": batch_size,
         "parameters": jax_params,
         "compile_secs": compile_secs,
         "flops_per_step": flops,
-        "jaxcnn_images_per_sec": statistics.median(jax_rates),
+        "jaxcnn_images_per_sec": jax_rate,
+        "jaxcnn_window_images_per_sec": jax_rates,
+        # Model FLOPs utilisation; None on CPUs and devices missing from hardware.PEAK_FLOPS.
+        "mfu": flops * jax_rate / batch_size / peak if peak and math.isfinite(flops) else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     if twin:
         result["torch_images_per_sec"] = statistics.median(torch_rates)
+        result["torch_window_images_per_sec"] = torch_rates
         result["ratio_jaxcnn_to_torch"] = (
             result["jaxcnn_images_per_sec"] / result["torch_images_per_sec"]
         )
     return result
 
 
-def machine() -> dict:
-    cpu = platform.processor()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = [x for x in cpuinfo.read_text().splitlines() if x.startswith("model name")]
-        cpu = names[0].split(":", 1)[1].strip() if names else cpu
-    info = {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "device": str(jax.devices()[0].device_kind),
-        "jax": jax.__version__,
-        "python": platform.python_version(),
-    }
-    try:
-        import torch
+def end_to_end(data_dir: str, steps: int, log_every_steps: int, batch_size: int) -> dict:
+    """images/s of ``train_and_evaluate`` (ResNet-20, cifar10_jpeg) against the bare step.
 
-        info["torch"] = torch.__version__
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
-        info["torch"] = None
-    return info
+    The loop's rate is the mean over its logging windows after the first (which pays for
+    compilation); the bare step is timed just before and just after, and averaged, so that a
+    change in the machine's load during the run affects both.
+    """
+    import tempfile
+
+    from jaxcnn.config import base_config
+    from jaxcnn.training.loop import train_and_evaluate
+    from jaxcnn.training.writers import METRICS_FILE
+
+    run_bare, *_ = jaxcnn_step("resnet20", batch_size)
+    run_bare()
+    window_steps = max(1, log_every_steps // 5)
+    before = images_per_sec(run_bare, batch_size, window_steps)
+    config = base_config()
+    config.model.name = "resnet20"
+    config.dataset.name = "cifar10_jpeg"
+    config.dataset.data_dir = data_dir
+    config.dataset.augment = "crop_flip"
+    config.batch_size = batch_size
+    config.num_train_steps = steps
+    config.optimizer.learning_rate = 0.1
+    config.schedule.name = "constant"
+    config.log_every_steps = log_every_steps
+    config.log_every_secs = math.inf  # windows of exactly log_every_steps steps
+    config.checkpoint_every_steps = steps
+    with tempfile.TemporaryDirectory() as workdir:
+        train_and_evaluate(config, workdir)
+        lines = Path(workdir, METRICS_FILE).read_text().splitlines()
+    rates = [
+        record["images_per_sec"]
+        for record in map(json.loads, lines)
+        if record.get("split") == "train" and "images_per_sec" in record
+    ][1:]
+    after = images_per_sec(run_bare, batch_size, window_steps)
+    bare = (before + after) / 2
+    loop = statistics.mean(rates)
+    return {
+        "steps": steps,
+        "batch_size": batch_size,
+        "loop_window_images_per_sec": rates,
+        "loop_images_per_sec": loop,
+        "bare_step_images_per_sec": [before, after],
+        "loop_fraction_of_bare_step": loop / bare,
+    }
 
 
 def main() -> None:
@@ -168,31 +218,56 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=0, help="0 = each case's default")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per framework")
     parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    parser.add_argument("--skip_torch", action="store_true", help="time jaxcnn only")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: batch <= 8, one window of one step"
+    )
+    parser.add_argument(
+        "--end_to_end", action="store_true", help="also time train_and_evaluate (ResNet-20)"
+    )
+    parser.add_argument("--e2e_steps", type=int, default=150, help="--end_to_end: loop steps")
+    parser.add_argument(
+        "--data_dir",
+        default=str(Path(__file__).parents[1] / ".." / "shared" / "datasets"),
+        help="--end_to_end: TFDS data dir holding cifar10_jpeg",
+    )
     parser.add_argument("--output", default="", help="results file; '' = benchmarks/results/")
     args = parser.parse_args()
+    if args.quick:
+        args.windows, args.steps = 1, 1
     cases = args.models.split(",")
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.exit(2, f"error: unknown case {unknown[0]!r}; valid choices: {', '.join(CASES)}\n")
 
-    info = machine()
+    info = hardware.describe_machine()
     print(f"# {info['cpu']}, {info['cores']} cores; jax {info['jax']}, torch {info['torch']}")
+    with_torch = not args.skip_torch and info["torch"] is not None
+    if not args.skip_torch and not with_torch:
+        print("# torch is not installed (pip install -e '.[bench]'): PyTorch columns skipped")
     print(
-        "| case | batch | params | compile s | GFLOP/step | jaxcnn img/s | PyTorch img/s | ratio |"
+        "| case | batch | params | compile s | GFLOP/step | peak RSS MiB | MFU "
+        "| jaxcnn img/s | PyTorch img/s | ratio |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     output = Path(args.output or RESULTS / f"train_step_{jax.devices()[0].platform}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     results = []
     for case in cases:
-        r = benchmark(case, args.batch or CASES[case][3], args.windows, args.steps)
+        batch_size = args.batch or CASES[case][3]
+        if args.quick:
+            batch_size = min(batch_size, 8)
+        r = benchmark(case, batch_size, args.windows, args.steps, with_torch, args.dtype)
         results.append(r)
         torch_rate = r.get("torch_images_per_sec")
         print(
             f"| {case} | {r['batch_size']} | {r['parameters']:,} | {r['compile_secs']:.1f} | "
-            f"{r['flops_per_step'] / 1e9:.2f} | {r['jaxcnn_images_per_sec']:,.0f} | "
+            f"{r['flops_per_step'] / 1e9:.2f} | {r['peak_rss_mib']:,.0f} | "
+            f"{f'{mfu:.1%}' if (mfu := r['mfu']) else '–'} | "
+            f"{r['jaxcnn_images_per_sec']:,.1f} | "
             + (
-                f"{torch_rate:,.0f} | {r['ratio_jaxcnn_to_torch']:.2f} |"
+                f"{torch_rate:,.1f} | {r['ratio_jaxcnn_to_torch']:.2f} |"
                 if torch_rate
                 else "– | – |"
             ),
@@ -200,6 +275,17 @@ def main() -> None:
         )
         # Written after every case, so a long run that is stopped keeps what it measured.
         output.write_text(json.dumps({"machine": info, "results": results}, indent=2) + "\n")
+    report = {"machine": info, "results": results}
+    if args.end_to_end:
+        e2e = end_to_end(args.data_dir, args.e2e_steps, 25, 128)
+        print(
+            f"# end to end (train_and_evaluate, ResNet-20, cifar10_jpeg, batch 128): "
+            f"{e2e['loop_images_per_sec']:,.1f} img/s = "
+            f"{e2e['loop_fraction_of_bare_step']:.1%} of the bare step",
+            flush=True,
+        )
+        report["end_to_end"] = e2e
+        output.write_text(json.dumps(report, indent=2) + "\n")
     print(f"# written to {output}")
 
 

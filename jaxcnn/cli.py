@@ -99,11 +99,14 @@ def _parse_flags(argv: list[str]) -> list[str]:
 def enable_compilation_cache() -> None:
     """Keep compiled XLA programs across runs, so a resumed or repeated run skips compilation.
 
-    The cache lives in ``$JAXCNN_CACHE_DIR`` or ``~/.cache/jaxcnn/xla``; programs that took under
-    a second to compile are not worth the disk.
+    The cache lives in ``$JAXCNN_CACHE_DIR`` or ``~/.cache/jaxcnn/xla`` unless the user gave JAX
+    one (``JAX_COMPILATION_CACHE_DIR``); programs that took under a second to compile are not
+    worth the disk.
     """
     import jax
 
+    if jax.config.jax_compilation_cache_dir:
+        return
     path = os.environ.get("JAXCNN_CACHE_DIR") or os.path.expanduser("~/.cache/jaxcnn/xla")
     jax.config.update("jax_compilation_cache_dir", path)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)

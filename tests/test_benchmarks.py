@@ -15,16 +15,21 @@ def test_train_step_benchmark_smoke_run(tmp_path):
     output = tmp_path / "results.json"
     result = run_cli(
         "benchmarks.train_step",
+        "--quick",
         "--models=resnet20",
-        "--batch=4",
-        "--windows=1",
-        "--steps=1",
         f"--output={output}",
     )
     assert result.returncode == 0, result.stderr
-    (row,) = json.loads(output.read_text())["results"]
+    assert "| resnet20 | 8 | 269,722 |" in result.stdout
+    report = json.loads(output.read_text())
+    (row,) = report["results"]
     assert row["parameters"] == 269_722
     assert row["jaxcnn_images_per_sec"] > 0 and row["flops_per_step"] > 0
+    if report["machine"]["platform"] == "cpu":
+        assert row["mfu"] is None  # CPUs have no MFU
+    elif row["mfu"] is not None:
+        assert 0 < row["mfu"] < 1
+    assert row["peak_rss_mib"] > 0
     if importlib.util.find_spec("torch") is None:
         pytest.skip("torch is not installed (pip install -e '.[bench]'): PyTorch side not run")
     assert row["torch_images_per_sec"] > 0

@@ -18,6 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.models.conv import Conv
 from jaxcnn.models.layers import DropPath
 from jaxcnn.models.registry import register
 
@@ -36,7 +37,7 @@ class ConvNeXtBlock(nn.Module):
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         dim = x.shape[-1]
-        y = nn.Conv(
+        y = Conv(
             dim, (7, 7), padding=3, feature_group_count=dim, kernel_init=_init, name="dwconv", **kw
         )(x)
         y = nn.LayerNorm(epsilon=1e-6, name="norm", **kw)(y)
@@ -65,13 +66,14 @@ class ConvNeXt(nn.Module):
         block_id = 0
         for s, (depth, dim) in enumerate(zip(self.depths, self.dims, strict=True)):
             if s == 0:
-                x = nn.Conv(dim, (4, 4), 4, padding=0, kernel_init=_init, name="stem", **kw)(x)
+                x = Conv(dim, (4, 4), 4, padding=0, kernel_init=_init, name="stem", **kw)(x)
                 x = nn.LayerNorm(epsilon=1e-6, name="stem_norm", **kw)(x)
             else:
                 x = nn.LayerNorm(epsilon=1e-6, name=f"downsample{s}_norm", **kw)(x)
-                x = nn.Conv(
+                down = Conv(
                     dim, (2, 2), 2, padding=0, kernel_init=_init, name=f"downsample{s}", **kw
-                )(x)
+                )
+                x = down(x)
             for b in range(depth):
                 rate = self.stochastic_depth_rate * block_id / max(1, total - 1)
                 x = ConvNeXtBlock(rate, name=f"stage{s + 1}_block{b + 1}", **kw)(x, train)

@@ -23,6 +23,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.models.conv import Conv
 from jaxcnn.models.layers import ConvBNAct, DropPath, make_divisible
 from jaxcnn.models.registry import register
 
@@ -79,8 +80,8 @@ class MBConv(nn.Module):
             expanded, self.kernel, self.strides, groups=expanded, name="depthwise", **bn_kw
         )(x, train)
         squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
-        squeezed = nn.silu(nn.Conv(max(1, channels // 4), (1, 1), name="se_reduce", **kw)(squeezed))
-        x = x * nn.sigmoid(nn.Conv(expanded, (1, 1), name="se_expand", **kw)(squeezed))
+        squeezed = nn.silu(Conv(max(1, channels // 4), (1, 1), name="se_reduce", **kw)(squeezed))
+        x = x * nn.sigmoid(Conv(expanded, (1, 1), name="se_expand", **kw)(squeezed))
         x = _ConvBNSiLU(self.filters, activation=None, name="project", **bn_kw)(x, train)
         if self.strides == 1 and channels == self.filters:
             x = inputs + DropPath(self.drop_path_rate)(x, deterministic=not train)

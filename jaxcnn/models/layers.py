@@ -16,6 +16,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.models.conv import Conv
+
 # He (Kaiming) normal initialisation with fan-out, as torchvision initialises conv kernels.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
 
@@ -103,7 +105,7 @@ class ConvBNAct(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = nn.Conv(
+        x = Conv(
             self.filters,
             (self.kernel, self.kernel),
             self.strides,

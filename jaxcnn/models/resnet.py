@@ -31,6 +31,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.models.conv import Conv
 from jaxcnn.models.layers import conv_kernel_init
 from jaxcnn.models.registry import register
 
@@ -42,9 +43,9 @@ class _Layers:
         self.module = module
         self.train = train
 
-    def conv(self, filters: int, kernel: int, strides: int, name: str) -> nn.Conv:
+    def conv(self, filters: int, kernel: int, strides: int, name: str) -> Conv:
         m = self.module
-        return nn.Conv(
+        return Conv(
             filters,
             (kernel, kernel),
             (strides, strides),

@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.models.conv import Conv
 from jaxcnn.models.registry import register
 
 
@@ -24,7 +25,7 @@ class SimpleCNN(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         dense = lambda n: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype)  # noqa: E731
-        conv = lambda n: nn.Conv(  # noqa: E731
+        conv = lambda n: Conv(  # noqa: E731
             n, (3, 3), padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype
         )
         x = nn.max_pool(nn.relu(conv(32)(x)), (2, 2), strides=(2, 2))

@@ -19,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.models.conv import Conv
 from jaxcnn.models.layers import adaptive_avg_pool, conv_kernel_init
 from jaxcnn.models.registry import register
 
@@ -54,9 +55,10 @@ class VGG(nn.Module):
         for b, block in enumerate(CONFIGS[self.depth]):
             for i, filters in enumerate(block):
                 name = f"block{b + 1}_conv{i + 1}"
-                x = nn.Conv(
+                conv = Conv(
                     filters, (3, 3), padding=1, kernel_init=conv_kernel_init, name=name, **kw
-                )(x)
+                )
+                x = conv(x)
                 if self.batch_norm:
                     x = nn.BatchNorm(
                         use_running_average=not train,

@@ -21,6 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
+from jaxcnn.models.conv import Conv
 from jaxcnn.models.registry import register
 
 _xavier = nn.initializers.xavier_uniform()
@@ -86,7 +87,7 @@ class VisionTransformer(nn.Module):
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
             )
         p = self.patch_size
-        x = nn.Conv(
+        x = Conv(
             self.hidden_size,
             (p, p),
             p,

@@ -58,10 +58,11 @@ def filter_grad(mode: str) -> Iterator[None]:
         set_filter_grad(previous)
 
 
-def _use_gemm_filter_grad() -> bool:
+def filter_grad_in_use() -> str:
+    """``"gemm"`` or ``"xla"``: the filter gradient the setting selects on this backend."""
     if _filter_grad == "auto":
-        return jax.default_backend() == "cpu"
-    return _filter_grad == "gemm"
+        return "gemm" if jax.default_backend() == "cpu" else "xla"
+    return _filter_grad
 
 
 def _explicit_padding(
@@ -143,7 +144,7 @@ def conv_general_dilated(
         preferred_element_type=preferred_element_type,
     )
     if (
-        not _use_gemm_filter_grad()
+        filter_grad_in_use() != "gemm"
         or lhs.ndim != 4
         or feature_group_count != 1
         or batch_group_count != 1

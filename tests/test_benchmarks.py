@@ -42,3 +42,15 @@ def test_unknown_case_is_one_line():
     result = run_cli("benchmarks.train_step", "--models=resnet9000")
     assert result.returncode == 2
     assert result.stderr.strip().startswith("error: unknown case 'resnet9000'")
+
+
+@pytest.mark.timeout(180)
+def test_conv_layers_benchmark_smoke_run(tmp_path):
+    output = tmp_path / "layers.json"
+    result = run_cli("benchmarks.conv_layers", "--quick", "--skip_torch", f"--output={output}")
+    assert result.returncode == 0, result.stderr
+    rows = json.loads(output.read_text())["results"]
+    assert len(rows) == 8  # the script also checks that both filter gradients agree
+    for row in rows:
+        assert row["xla_filter_grad_ms"] > 0 and row["gemm_filter_grad_ms"] > 0
+    assert result.stdout.count("| 8, ") == 8

@@ -7,7 +7,7 @@ For each layer shape it times, in milliseconds (median of repeats, after a warm-
 forward convolution, XLA's input gradient, XLA's own filter gradient and jaxcnn's per-tap
 matmul filter gradient (``jaxcnn/models/conv.py``), and, with PyTorch installed, PyTorch's
 forward and forward + backward of the same layer (channels-last). This is the measurement
-behind ``conv_filter_grad``; BENCHMARKS.md has the figures.
+behind ``conv_impl``; BENCHMARKS.md has the figures.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
     python -m benchmarks.train_step --models resnet50,vit_s16,efficientnet_b0 --windows 3
     python -m benchmarks.train_step --quick --models resnet20  # batch 8, one one-step window
     python -m benchmarks.train_step --end_to_end            # + train_and_evaluate on cifar10_jpeg
-    python -m benchmarks.train_step --compare_filter_grad   # + the step with XLA's filter gradient
+    python -m benchmarks.train_step --compare_xla_conv      # + the step with XLA's convolutions
 
 For each case it prints the compile time of the first jaxcnn step, the steady-state images/s
 of the jaxcnn train step (median of timed windows after warm-up, each ended by
@@ -119,20 +119,20 @@ def benchmark(
     steps: int,
     with_torch: bool = True,
     dtype: str = "float32",
-    compare_filter_grad: bool = False,
+    compare_xla_conv: bool = False,
 ) -> dict:
     """One case: jaxcnn's step, its PyTorch twin (``with_torch``) and the step with XLA's own
-    convolution filter gradient (``compare_filter_grad``), in alternating windows."""
+    convolutions (``compare_xla_conv``: ``conv_impl='xla'``), in alternating windows."""
     run_jax, compile_secs, flops, jax_params = jaxcnn_step(case, batch_size, dtype)
-    run_xla_grad = None
-    if compare_filter_grad:
-        with conv.filter_grad("xla"):
-            run_xla_grad, *_ = jaxcnn_step(case, batch_size, dtype)
-        run_xla_grad()
+    run_xla_conv = None
+    if compare_xla_conv:
+        with conv.use_impl("xla"):
+            run_xla_conv, *_ = jaxcnn_step(case, batch_size, dtype)
+        run_xla_conv()
     # The PyTorch twin runs in float32 only: its CPU bfloat16 path is not what users train with.
     twin = torch_step(case, batch_size) if with_torch and dtype == "float32" else None
     run_jax()  # warm-up
-    jax_rates, torch_rates, xla_grad_rates = [], [], []
+    jax_rates, torch_rates, xla_conv_rates = [], [], []
     if twin:
         run_torch, torch_params = twin
         if torch_params != jax_params:
@@ -144,15 +144,15 @@ def benchmark(
         jax_rates.append(images_per_sec(run_jax, batch_size, steps))
         if twin:
             torch_rates.append(images_per_sec(run_torch, batch_size, steps))
-        if run_xla_grad:
-            xla_grad_rates.append(images_per_sec(run_xla_grad, batch_size, steps))
+        if run_xla_conv:
+            xla_conv_rates.append(images_per_sec(run_xla_conv, batch_size, steps))
     device = jax.devices()[0]
     peak = hardware.peak_flops(device.device_kind, dtype) if device.platform != "cpu" else None
     jax_rate = statistics.median(jax_rates)
     result = {
         "case": case,
         "dtype": dtype,
-        "conv_filter_grad": conv.filter_grad_in_use(),
+        "conv_impl": conv.impl_in_use(),
         "batch_size": batch_size,
         "parameters": jax_params,
         "compile_secs": compile_secs,
@@ -163,9 +163,9 @@ def benchmark(
         "mfu": flops * jax_rate / batch_size / peak if peak and math.isfinite(flops) else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    if run_xla_grad:
-        result["xla_filter_grad_images_per_sec"] = statistics.median(xla_grad_rates)
-        result["xla_filter_grad_window_images_per_sec"] = xla_grad_rates
+    if run_xla_conv:
+        result["xla_conv_images_per_sec"] = statistics.median(xla_conv_rates)
+        result["xla_conv_window_images_per_sec"] = xla_conv_rates
     if twin:
         result["torch_images_per_sec"] = statistics.median(torch_rates)
         result["torch_window_images_per_sec"] = torch_rates
@@ -236,15 +236,15 @@ def main() -> None:
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--skip_torch", action="store_true", help="time jaxcnn only")
     parser.add_argument(
-        "--conv_filter_grad",
+        "--conv_impl",
         default="auto",
-        choices=conv.FILTER_GRAD_CHOICES,
-        help="jaxcnn's convolution filter gradient (jaxcnn/models/conv.py)",
+        choices=conv.IMPL_CHOICES,
+        help="jaxcnn's convolution implementation (jaxcnn/models/conv.py)",
     )
     parser.add_argument(
-        "--compare_filter_grad",
+        "--compare_xla_conv",
         action="store_true",
-        help="also time jaxcnn's step with XLA's own filter gradient (conv_filter_grad=xla)",
+        help="also time jaxcnn's step with XLA's own convolutions (conv_impl=xla)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: batch <= 8, one window of one step"
@@ -262,7 +262,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.windows, args.steps = 1, 1
-    conv.set_filter_grad(args.conv_filter_grad)
+    conv.set_impl(args.conv_impl)
     cases = args.models.split(",")
     unknown = [c for c in cases if c not in CASES]
     if unknown:
@@ -275,7 +275,7 @@ def main() -> None:
         print("# torch is not installed (pip install -e '.[bench]'): PyTorch columns skipped")
     print(
         "| case | batch | params | compile s | GFLOP/step | peak RSS MiB | MFU "
-        "| jaxcnn img/s | PyTorch img/s | ratio | jaxcnn, XLA filter grad img/s |"
+        "| jaxcnn img/s | PyTorch img/s | ratio | jaxcnn, XLA convs img/s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     output = Path(args.output or RESULTS / f"train_step_{jax.devices()[0].platform}.json")
@@ -292,11 +292,11 @@ def main() -> None:
             args.steps,
             with_torch,
             args.dtype,
-            args.compare_filter_grad,
+            args.compare_xla_conv,
         )
         results.append(r)
         torch_rate = r.get("torch_images_per_sec")
-        xla_grad_rate = r.get("xla_filter_grad_images_per_sec")
+        xla_grad_rate = r.get("xla_conv_images_per_sec")
         print(
             f"| {case} | {r['batch_size']} | {r['parameters']:,} | {r['compile_secs']:.1f} | "
             f"{r['flops_per_step'] / 1e9:.2f} | {r['peak_rss_mib']:,.0f} | "
@@ -307,7 +307,7 @@ def main() -> None:
                 if torch_rate
                 else "– | – |"
             )
-            + (f" {xla_grad_rate:,.1f} |" if xla_grad_rate else " – |"),
+            + (f" {xla_conv_rate:,.1f} |" if xla_conv_rate else " – |"),
             flush=True,
         )
         # Written after every case, so a long run that is stopped keeps what it measured.

@@ -17,7 +17,7 @@ def test_train_step_benchmark_smoke_run(tmp_path):
         "benchmarks.train_step",
         "--quick",
         "--models=resnet20",
-        "--compare_filter_grad",
+        "--compare_xla_conv",
         f"--output={output}",
     )
     assert result.returncode == 0, result.stderr
@@ -26,8 +26,8 @@ def test_train_step_benchmark_smoke_run(tmp_path):
     (row,) = report["results"]
     assert row["parameters"] == 269_722
     assert row["jaxcnn_images_per_sec"] > 0 and row["flops_per_step"] > 0
-    assert row["xla_filter_grad_images_per_sec"] > 0
-    assert row["conv_filter_grad"] == ("gemm" if report["machine"]["platform"] == "cpu" else "xla")
+    assert row["xla_conv_images_per_sec"] > 0
+    assert row["conv_impl"] == ("taps" if report["machine"]["platform"] == "cpu" else "xla")
     if report["machine"]["platform"] == "cpu":
         assert row["mfu"] is None  # CPUs have no MFU
     elif row["mfu"] is not None:

@@ -1,23 +1,30 @@
-"""The convolution every jaxcnn model uses: ``lax.conv_general_dilated`` with a faster backward
-pass for XLA:CPU.
+"""The convolution every jaxcnn model uses: ``lax.conv_general_dilated``, reformulated where
+XLA:CPU is slow.
 
-XLA:CPU computes the gradient of a convolution with respect to its kernel (the "filter
-gradient") as another convolution with unusual dimension numbers, and that runs 3-10× slower
-than the forward convolution of the same layer (BENCHMARKS.md, "Convolution filter gradient").
-This module keeps XLA's forward convolution and its input gradient, and computes the filter
-gradient as one matrix product per kernel tap instead::
+Two parts of a convolution's training step run far below the machine's speed on XLA:CPU
+(BENCHMARKS.md, "Where a convolution's time goes"):
 
-    dW[i, j] = sum over (n, p, q) of  x_padded[n, p*s + i*d, q*s + j*d, :]^T  dY[n, p, q, :]
+- The gradient of a dense convolution with respect to its kernel (the "filter gradient"),
+  which XLA computes as another convolution with unusual dimension numbers: 3-10× slower than
+  the forward convolution of the same layer. Here it is one matrix product per kernel tap::
 
-which XLA:CPU runs at matrix-multiply speed. The result is the same gradient (to float
-rounding). ``Conv`` is ``flax.linen.Conv`` using it, with the same parameters and names.
+      dW[i, j] = sum over (n, p, q) of  x_padded[n, p*s + i*d, q*s + j*d, :]^T  dY[n, p, q, :]
 
-Which filter gradient to use is a process-wide setting read when a step is traced:
-``"auto"`` (default: per-tap products on CPU, XLA's own elsewhere, where cuDNN and TPU
-convolutions need no help), ``"gemm"`` or ``"xla"``. Training runs set it from the config field
-``conv_filter_grad``. Grouped and depthwise convolutions, input dilation and layouts other than
-NHWC/HWIO always use XLA's. Like any ``jax.custom_vjp``, the per-tap gradient supports reverse
-mode only: set ``"xla"`` to take forward-mode derivatives (``jax.jvp``) through a model.
+  while the forward convolution and the input gradient stay XLA's.
+- Depthwise convolutions (MobileNet, EfficientNet), forward and backward, 7-50× slower than
+  memory speed. Here they are a sum over kernel taps of shifted, strided slices of the input,
+  each scaled by its kernel row: element-wise work that XLA fuses into one loop, and whose
+  gradients JAX derives as the same kind of loops.
+
+Both give the same values as XLA's own convolution (to float rounding). ``Conv`` is
+``flax.linen.Conv`` using this function, with the same parameters and names.
+
+Which implementation runs is a process-wide setting read when a function is traced:
+``"auto"`` (default: ``"taps"`` on CPU, ``"xla"`` elsewhere, where cuDNN and TPU convolutions
+need no help), ``"taps"`` or ``"xla"``. Training runs set it from the config field
+``conv_impl``. Grouped convolutions other than depthwise, input dilation and layouts other
+than NHWC/HWIO always use XLA's. The dense filter gradient is a ``jax.custom_vjp``, which
+supports reverse mode only: set ``"xla"`` to take forward-mode derivatives (``jax.jvp``).
 """
 
 from __future__ import annotations
@@ -33,36 +40,36 @@ from jax import lax
 
 from jaxcnn.errors import unknown_choice
 
-FILTER_GRAD_CHOICES = ("auto", "gemm", "xla")
+IMPL_CHOICES = ("auto", "taps", "xla")
 _NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
-_filter_grad = "auto"
+_impl = "auto"
 
 
-def set_filter_grad(mode: str) -> str:
-    """Choose the convolution filter gradient for functions traced from now on; returns the old
-    one. A function JAX has already traced (and cached) keeps the gradient it was traced with."""
-    global _filter_grad
-    if mode not in FILTER_GRAD_CHOICES:
-        raise unknown_choice("conv_filter_grad", mode, FILTER_GRAD_CHOICES)
-    previous, _filter_grad = _filter_grad, mode
+def set_impl(impl: str) -> str:
+    """Choose the convolution implementation for functions traced from now on; returns the old
+    one. A function JAX has already traced (and cached) keeps the one it was traced with."""
+    global _impl
+    if impl not in IMPL_CHOICES:
+        raise unknown_choice("conv_impl", impl, IMPL_CHOICES)
+    previous, _impl = _impl, impl
     return previous
 
 
 @contextlib.contextmanager
-def filter_grad(mode: str) -> Iterator[None]:
-    """Use ``mode`` for the convolution filter gradient inside the ``with`` block."""
-    previous = set_filter_grad(mode)
+def use_impl(impl: str) -> Iterator[None]:
+    """Use convolution implementation ``impl`` inside the ``with`` block."""
+    previous = set_impl(impl)
     try:
         yield
     finally:
-        set_filter_grad(previous)
+        set_impl(previous)
 
 
-def filter_grad_in_use() -> str:
-    """``"gemm"`` or ``"xla"``: the filter gradient the setting selects on this backend."""
-    if _filter_grad == "auto":
-        return "gemm" if jax.default_backend() == "cpu" else "xla"
-    return _filter_grad
+def impl_in_use() -> str:
+    """``"taps"`` or ``"xla"``: the implementation the setting selects on this backend."""
+    if _impl == "auto":
+        return "taps" if jax.default_backend() == "cpu" else "xla"
+    return _impl
 
 
 def _explicit_padding(
@@ -76,6 +83,27 @@ def _explicit_padding(
         return tuple((int(lo), int(hi)) for lo, hi in padding)
     window = [(k - 1) * d + 1 for k, d in zip(kernel_shape, dilation, strict=True)]
     return tuple(lax.padtype_to_pads(image_shape, window, strides, padding))
+
+
+def _taps(
+    x: jax.Array,
+    kernel_size: Sequence[int],
+    out_size: Sequence[int],
+    strides: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+) -> Iterator[tuple[int, int, jax.Array]]:
+    """``(i, j, input window of tap (i, j))`` for each kernel tap: the strided slice of the
+    padded NHWC ``x`` that kernel position ``(i, j)`` multiplies, one row per output pixel."""
+    (kh, kw), (out_h, out_w), (sh, sw), (dh, dw) = kernel_size, out_size, strides, dilation
+    batch, channels = x.shape[0], x.shape[3]
+    zero = jnp.zeros((), x.dtype)
+    x = lax.pad(x, zero, ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
+    for i in range(kh):
+        for j in range(kw):
+            start = (0, i * dh, j * dw, 0)
+            limit = (batch, i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, channels)
+            yield i, j, lax.slice(x, start, limit, (1, sh, sw, 1))
 
 
 def gemm_filter_grad(
@@ -93,27 +121,42 @@ def gemm_filter_grad(
     explicit (low, high) padding of the two spatial axes. Products accumulate in float32.
     """
     kh, kw, cin, cout = kernel_shape
-    (sh, sw), (dh, dw) = strides, dilation
-    batch, out_h, out_w, _ = dy.shape
-    zero = jnp.zeros((), x.dtype)
-    x = lax.pad(x, zero, ((0, 0, 0), (*padding[0], 0), (*padding[1], 0), (0, 0, 0)))
     dy_rows = dy.reshape(-1, cout)
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            start = (0, i * dh, j * dw, 0)
-            limit = (batch, i * dh + (out_h - 1) * sh + 1, j * dw + (out_w - 1) * sw + 1, cin)
-            x_tap = lax.slice(x, start, limit, (1, sh, sw, 1)).reshape(-1, cin)
-            taps.append(
-                lax.dot_general(
-                    x_tap,
-                    dy_rows,
-                    (((0,), (0,)), ((), ())),
-                    precision=precision,
-                    preferred_element_type=jnp.float32,
-                )
-            )
+    taps = [
+        lax.dot_general(
+            window.reshape(-1, cin),
+            dy_rows,
+            (((0,), (0,)), ((), ())),
+            precision=precision,
+            preferred_element_type=jnp.float32,
+        )
+        for _, _, window in _taps(x, (kh, kw), dy.shape[1:3], strides, padding, dilation)
+    ]
     return jnp.stack(taps).reshape(kernel_shape)
+
+
+def depthwise_conv_taps(
+    x: jax.Array,
+    kernel: jax.Array,
+    strides: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+) -> jax.Array:
+    """Depthwise NHWC convolution (``kernel``: [kh, kw, 1, channels]) as a sum over taps,
+    accumulated in at least float32 like XLA's convolutions."""
+    kh, kw = kernel.shape[:2]
+    out_size = [
+        (size + lo + hi - (k - 1) * d - 1) // s + 1
+        for size, (lo, hi), k, d, s in zip(
+            x.shape[1:3], padding, (kh, kw), dilation, strides, strict=True
+        )
+    ]
+    accumulate = jnp.promote_types(x.dtype, jnp.float32)
+    terms = (
+        window.astype(accumulate) * kernel[i, j, 0].astype(accumulate)
+        for i, j, window in _taps(x, (kh, kw), out_size, strides, padding, dilation)
+    )
+    return functools.reduce(jnp.add, terms).astype(jnp.result_type(x, kernel))
 
 
 def conv_general_dilated(
@@ -129,8 +172,8 @@ def conv_general_dilated(
     precision: lax.PrecisionLike = None,
     preferred_element_type: jnp.dtype | None = None,
 ) -> jax.Array:
-    """``lax.conv_general_dilated`` (same arguments and result) with the configured filter
-    gradient; see the module docstring for when the per-tap gradient applies."""
+    """``lax.conv_general_dilated`` (same arguments and result) in the configured
+    implementation; see the module docstring for which convolutions it reformulates."""
     conv = functools.partial(
         lax.conv_general_dilated,
         window_strides=window_strides,
@@ -143,12 +186,16 @@ def conv_general_dilated(
         precision=precision,
         preferred_element_type=preferred_element_type,
     )
+    channels = lhs.shape[-1]
+    dense = feature_group_count == 1
+    depthwise = feature_group_count == channels and rhs.shape[-2:] == (1, channels)
     if (
-        filter_grad_in_use() != "gemm"
+        impl_in_use() != "taps"
         or lhs.ndim != 4
-        or feature_group_count != 1
+        or not (dense or depthwise)
         or batch_group_count != 1
         or any(d != 1 for d in lhs_dilation or ())
+        or preferred_element_type is not None
         or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC
     ):
         return conv(lhs, rhs)
@@ -156,6 +203,8 @@ def conv_general_dilated(
     strides = tuple(window_strides)
     dilation = tuple(rhs_dilation or (1, 1))
     pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
+    if depthwise:
+        return depthwise_conv_taps(lhs, rhs, strides, pads, dilation)
 
     @jax.custom_vjp
     def conv_with_gemm_grad(x: jax.Array, w: jax.Array) -> jax.Array:
@@ -175,9 +224,7 @@ def conv_general_dilated(
 
 
 class Conv(nn.Conv):
-    """``flax.linen.Conv`` computing its filter gradient as ``conv_general_dilated`` here says.
-
-    Same fields, parameters and parameter names as ``nn.Conv``.
-    """
+    """``flax.linen.Conv`` computed by :func:`conv_general_dilated` (same fields, parameters
+    and parameter names as ``nn.Conv``)."""
 
     conv_general_dilated: nn.linear.ConvGeneralDilatedT | None = conv_general_dilated

@@ -124,7 +124,7 @@ def _format_duration(seconds: float) -> str:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Train and evaluate as ``config`` says, in ``workdir``; returns the final results."""
     parallel = make_parallel(config.parallelism, shard_params=config.shard_params)
-    conv.set_filter_grad(config.conv_filter_grad)
+    conv.set_impl(config.conv_impl)
     parallel.check_batch_size("batch_size", config.batch_size)
     parallel.check_batch_size("eval_batch_size", config.eval_batch_size)
     info = data.dataset_info(config.dataset)

@@ -296,7 +296,7 @@ def main() -> None:
         )
         results.append(r)
         torch_rate = r.get("torch_images_per_sec")
-        xla_grad_rate = r.get("xla_conv_images_per_sec")
+        xla_conv_rate = r.get("xla_conv_images_per_sec")
         print(
             f"| {case} | {r['batch_size']} | {r['parameters']:,} | {r['compile_secs']:.1f} | "
             f"{r['flops_per_step'] / 1e9:.2f} | {r['peak_rss_mib']:,.0f} | "

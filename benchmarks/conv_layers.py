@@ -1,7 +1,7 @@
 """Where a convolution's training time goes: forward, input gradient and filter gradient.
 
     python -m benchmarks.conv_layers            # the 3×3 layers of ResNet-20 and ResNet-18
-    python -m benchmarks.conv_layers --quick    # batch 8, one repeat
+    python -m benchmarks.conv_layers --quick    # batch 8, one repeat, three layers
 
 For each layer shape it times, in milliseconds (median of repeats, after a warm-up), XLA's
 forward convolution, XLA's input gradient, XLA's own filter gradient and jaxcnn's per-tap
@@ -103,7 +103,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip_torch", action="store_true")
-    parser.add_argument("--quick", action="store_true", help="smoke run: batch 8, one repeat")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: batch 8, one repeat, three layers"
+    )
     parser.add_argument("--output", default="", help="results file; '' = benchmarks/results/")
     args = parser.parse_args()
     info = hardware.describe_machine()
@@ -119,7 +121,8 @@ def main() -> None:
     output.parent.mkdir(parents=True, exist_ok=True)
     results = []
     repeats = 1 if args.quick else args.repeats
-    for batch, size, cin, cout, stride in LAYERS:
+    layers = LAYERS[:2] + LAYERS[-1:] if args.quick else LAYERS
+    for batch, size, cin, cout, stride in layers:
         batch = 8 if args.quick else batch
         shape = (batch, size, cin, cout, stride)
         row = {"layer": shape, **jax_times(*shape, repeats)}

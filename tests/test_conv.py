@@ -141,7 +141,7 @@ def test_depthwise_models_use_taps():
 
 def test_resnet_gradients_agree_between_implementations():
     """A whole model's gradient (stem, strided blocks, shortcuts, BatchNorm) is the same."""
-    model = models.create("resnet20", num_classes=10)
+    model = models.create("resnet20", num_classes=10, depth=8)  # one block per stage
     rng = np.random.default_rng(3)
     images = jnp.asarray(rng.normal(size=(4, 16, 16, 3)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, 10, 4))
@@ -161,6 +161,6 @@ def test_resnet_gradients_agree_between_implementations():
             assert ("custom_vjp_call" in jaxpr) == (mode == "taps")
             grads[mode] = jax.jit(jax.grad(fresh_loss))(variables["params"])
     flat_taps, flat_xla = (jax.tree.leaves(grads[m]) for m in ("taps", "xla"))
-    assert len(flat_taps) == len(flat_xla) > 20
+    assert len(flat_taps) == len(flat_xla) > 10
     for a, b in zip(flat_taps, flat_xla, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

@@ -63,18 +63,21 @@ def _two_train_steps(config):
         "label": jnp.asarray(rng.integers(0, num_classes, size=(2,)), jnp.int32),
     }
 
-    def init_and_steps(batch):
+    def init():
+        return init_train_state(model, tx, image_shape, config.seed)
+
+    def two_steps(state, batch, step):
         # Two steps: with a warm-up the learning rate of the first one is zero.
-        state = init_train_state(model, tx, image_shape, config.seed)
         after, _ = step(state, batch)
         after, metrics = step(after, batch)
         return state, after, metrics
 
-    traced = jax.eval_shape(init_and_steps, batch)
-    num_params = sum(x.size for x in jax.tree.leaves(traced[0].params))
+    step = jax.jit(step)  # traced (and, for small models, compiled) once, run twice
+    state = jax.eval_shape(init)
+    num_params = sum(x.size for x in jax.tree.leaves(state.params))
     if num_params >= _RUN_BELOW_PARAMS:
-        return traced
-    return jax.jit(init_and_steps)(batch)
+        return jax.eval_shape(lambda state, batch: two_steps(state, batch, step), state, batch)
+    return two_steps(jax.jit(init)(), batch, step)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)

@@ -98,7 +98,7 @@ def test_quickstart_sweep_runs_reports_and_skips_when_rerun(tmp_path, digits_dat
         "--config=experiments/quickstart.py",
         f"--workdir={workdir}",
         f"--config.dataset.data_dir={digits_data_dir}",
-        "--config.num_train_steps=20",
+        "--config.num_train_steps=10",
         "--config.schedule.warmup_epochs=0",
         "--config.log_every_steps=5",
     ]
@@ -107,7 +107,7 @@ def test_quickstart_sweep_runs_reports_and_skips_when_rerun(tmp_path, digits_dat
     assert first.stdout.count("start ") == 4
 
     runs = find_runs(str(workdir))
-    assert len(runs) == 4 and all(run.results["step"] == 20 for run in runs)
+    assert len(runs) == 4 and all(run.results["step"] == 10 for run in runs)
     assert [run.config["batch_size"] for run in runs] == [32, 64, 32, 64]  # manifest order
     md_path, csv_path, curves, final = write_report(str(workdir))
     with open(md_path, encoding="utf-8") as f:

@@ -27,7 +27,7 @@ from jaxcnn import data, models
 from jaxcnn.errors import unknown_choice
 from jaxcnn.models import conv
 from jaxcnn.training.checkpoint import Checkpointer
-from jaxcnn.training.optim import make_optimizer, make_schedule
+from jaxcnn.training.optim import check_names, make_optimizer, make_schedule
 from jaxcnn.training.parallel import make_parallel, tree_add
 from jaxcnn.training.state import init_train_state
 from jaxcnn.training.step import make_eval_step, make_train_step
@@ -125,6 +125,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     """Train and evaluate as ``config`` says, in ``workdir``; returns the final results."""
     parallel = make_parallel(config.parallelism, shard_params=config.shard_params)
     conv.set_impl(config.conv_impl)
+    check_names(config)
+    models.get_spec(config.model.name)  # the names first: they need no data
     parallel.check_batch_size("batch_size", config.batch_size)
     parallel.check_batch_size("eval_batch_size", config.eval_batch_size)
     info = data.dataset_info(config.dataset)

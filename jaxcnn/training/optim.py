@@ -8,6 +8,9 @@ import optax
 
 from jaxcnn.errors import UserError, unknown_choice
 
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("cosine", "constant", "step")
+
 
 def make_schedule(
     config: ml_collections.ConfigDict, *, peak: float, steps_per_epoch: int, total_steps: int
@@ -30,10 +33,19 @@ def make_schedule(
         }
         main = optax.piecewise_constant_schedule(peak, boundaries)
     else:
-        raise unknown_choice("schedule.name", config.name, ("cosine", "constant", "step"))
+        raise unknown_choice("schedule.name", config.name, SCHEDULES)
     if not warmup:
         return main
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+
+
+def check_names(config: ml_collections.ConfigDict) -> None:
+    """Raise for an unknown optimizer or schedule name: checked before any data is opened, so
+    a misspelt name gets its answer at once."""
+    if config.optimizer.name not in OPTIMIZERS:
+        raise unknown_choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
+    if config.schedule.name not in SCHEDULES:
+        raise unknown_choice("schedule.name", config.schedule.name, SCHEDULES)
 
 
 def _kernels_only(params):
@@ -60,5 +72,5 @@ def make_optimizer(
             )
         )
     else:
-        raise unknown_choice("optimizer.name", opt.name, ("sgd", "adamw"))
+        raise unknown_choice("optimizer.name", opt.name, OPTIMIZERS)
     return optax.chain(*chain)

@@ -334,6 +334,17 @@ def test_bfloat16_computation_keeps_float32_params_and_logits(family):
     assert bool(jnp.all(jnp.isfinite(logits)))
 
 
+def test_flops_do_not_depend_on_the_convolution_implementation():
+    from jaxcnn.models import conv
+
+    with conv.use_impl("taps"):  # depthwise convolutions become sums over taps here ...
+        taps = stats.model_stats("mobilenet_v2")["flops"]
+    with conv.use_impl("xla"):
+        xla = stats.model_stats("mobilenet_v2")["flops"]
+    assert taps == xla  # ... but are still counted: 2 FLOPs per multiply-add of the model
+    assert 0.59e9 < xla < 0.61e9  # torchvision's MobileNetV2: 0.30 GMACs
+
+
 def test_lenet_flops_by_hand():
     # Multiply-adds: C1 28·28·6·25, C3 10·10·16·150, C5 400·120, F6 120·84, output 84·10.
     macs = 28 * 28 * 6 * 25 + 10 * 10 * 16 * 150 + 400 * 120 + 120 * 84 + 84 * 10

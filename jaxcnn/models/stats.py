@@ -17,6 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from jaxcnn.models import conv
 from jaxcnn.models.registry import create, get_spec
 
 
@@ -71,13 +72,15 @@ def model_stats(name: str) -> dict[str, Any]:
     """Family, default input shape, parameter count and forward FLOPs (batch 1) of ``name``.
 
     One abstract trace of ``init_with_output`` gives both: its outputs are the variables'
-    shapes, and the forward pass inside it is counted by :func:`jaxpr_flops`.
+    shapes, and the forward pass inside it is counted by :func:`jaxpr_flops`. It is traced with
+    XLA's convolutions (``conv_impl='xla'``): the count is of the model's arithmetic, whichever
+    implementation runs it.
     """
     spec = get_spec(name)
     model = create(name)
-    closed, (_, variables) = jax.make_jaxpr(model.init_with_output, return_shape=True)(
-        jax.random.key(0), _input(spec.input_shape)
-    )
+    with conv.use_impl("xla"):
+        trace = jax.make_jaxpr(lambda *args: model.init_with_output(*args), return_shape=True)
+        closed, (_, variables) = trace(jax.random.key(0), _input(spec.input_shape))
     return {
         "name": name,
         "family": spec.family,

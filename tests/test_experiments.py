@@ -66,18 +66,19 @@ def _two_train_steps(config):
     def init():
         return init_train_state(model, tx, image_shape, config.seed)
 
-    def two_steps(state, batch, step):
+    compiled_step = jax.jit(step)  # traced (and, for small models, compiled) once, run twice
+
+    def two_steps(state, batch):
         # Two steps: with a warm-up the learning rate of the first one is zero.
-        after, _ = step(state, batch)
-        after, metrics = step(after, batch)
+        after, _ = compiled_step(state, batch)
+        after, metrics = compiled_step(after, batch)
         return state, after, metrics
 
-    step = jax.jit(step)  # traced (and, for small models, compiled) once, run twice
     state = jax.eval_shape(init)
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
     if num_params >= _RUN_BELOW_PARAMS:
-        return jax.eval_shape(lambda state, batch: two_steps(state, batch, step), state, batch)
-    return two_steps(jax.jit(init)(), batch, step)
+        return jax.eval_shape(two_steps, state, batch)
+    return two_steps(jax.jit(init)(), batch)
 
 
 @pytest.mark.parametrize("path", EXPERIMENTS, ids=os.path.basename)

@@ -138,23 +138,17 @@ def gemm_filter_grad(
 def depthwise_conv_taps(
     x: jax.Array,
     kernel: jax.Array,
+    out_size: Sequence[int],
     strides: Sequence[int],
     padding: Sequence[tuple[int, int]],
     dilation: Sequence[int],
 ) -> jax.Array:
-    """Depthwise NHWC convolution (``kernel``: [kh, kw, 1, channels]) as a sum over taps,
-    accumulated in at least float32 like XLA's convolutions."""
-    kh, kw = kernel.shape[:2]
-    out_size = [
-        (size + lo + hi - (k - 1) * d - 1) // s + 1
-        for size, (lo, hi), k, d, s in zip(
-            x.shape[1:3], padding, (kh, kw), dilation, strides, strict=True
-        )
-    ]
+    """Depthwise NHWC convolution (``kernel``: [kh, kw, 1, channels]) with output spatial size
+    ``out_size``, as a sum over taps accumulated in at least float32 like XLA's convolutions."""
     accumulate = jnp.promote_types(x.dtype, jnp.float32)
+    windows = _taps(x, kernel.shape[:2], out_size, strides, padding, dilation)
     terms = (
-        window.astype(accumulate) * kernel[i, j, 0].astype(accumulate)
-        for i, j, window in _taps(x, (kh, kw), out_size, strides, padding, dilation)
+        window.astype(accumulate) * kernel[i, j, 0].astype(accumulate) for i, j, window in windows
     )
     return functools.reduce(jnp.add, terms).astype(jnp.result_type(x, kernel))
 
@@ -204,7 +198,8 @@ def conv_general_dilated(
     dilation = tuple(rhs_dilation or (1, 1))
     pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
     if depthwise:
-        return depthwise_conv_taps(lhs, rhs, strides, pads, dilation)
+        out_size = jax.eval_shape(conv, lhs, rhs).shape[1:3]  # XLA's own shape rule
+        return depthwise_conv_taps(lhs, rhs, out_size, strides, pads, dilation)
 
     @jax.custom_vjp
     def conv_with_gemm_grad(x: jax.Array, w: jax.Array) -> jax.Array:

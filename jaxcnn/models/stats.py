@@ -79,6 +79,8 @@ def model_stats(name: str) -> dict[str, Any]:
     spec = get_spec(name)
     model = create(name)
     with conv.use_impl("xla"):
+        # A fresh lambda: a bound method compares equal to an earlier one, and JAX could reuse
+        # a trace made under another conv_impl.
         trace = jax.make_jaxpr(lambda *args: model.init_with_output(*args), return_shape=True)
         closed, (_, variables) = trace(jax.random.key(0), _input(spec.input_shape))
     return {

@@ -4,12 +4,13 @@
     python -m benchmarks.train_step --models resnet50,vit_s16,efficientnet_b0 --windows 3
     python -m benchmarks.train_step --quick --models resnet20  # batch 8, one one-step window
     python -m benchmarks.train_step --end_to_end            # + train_and_evaluate on cifar10_jpeg
-    python -m benchmarks.train_step --compare_xla_conv      # + the step with XLA's convolutions
+    python -m benchmarks.train_step --compare_conv_impls taps,xla  # + the step with those convs
 
 For each case it prints the compile time of the first jaxcnn step, the steady-state images/s
 of the jaxcnn train step (median of timed windows after warm-up, each ended by
 ``block_until_ready``), the same for PyTorch (CPU build, channels-last, SGD with momentum), the
-ratio, the FLOPs of one step from XLA's cost analysis, the peak host RSS and, on an accelerator
+ratio, the FLOPs of one step from XLA's cost analysis (of the step with XLA's convolutions:
+custom calls count no FLOPs), the peak host RSS and, on an accelerator
 listed in ``benchmarks/hardware.py``, the MFU. jaxcnn and PyTorch windows alternate,
 so a shared, noisy machine slows both alike. Generated data only: no TensorFlow. Results go to
 ``benchmarks/results/train_step_<platform>.json``.
@@ -23,7 +24,7 @@ import math
 import resource
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
@@ -33,6 +34,7 @@ import numpy as np
 
 from benchmarks import hardware
 from jaxcnn import models
+from jaxcnn.errors import UserError
 from jaxcnn.models import conv
 from jaxcnn.training.optim import make_optimizer
 from jaxcnn.training.parallel import make_parallel
@@ -80,7 +82,9 @@ def jaxcnn_step(
     start = time.perf_counter()
     compiled = step.lower(state, batch).compile()
     compile_secs = time.perf_counter() - start
-    cost = compiled.cost_analysis()
+    with conv.use_impl("xla"):  # a fresh trace, in which every convolution is XLA's to count
+        counted = parallel.compile_train(make_train_step(model, tx, schedule))
+        cost = counted.lower(state, batch).cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
     num_params = sum(x.size for x in jax.tree.leaves(state.params))
@@ -119,20 +123,21 @@ def benchmark(
     steps: int,
     with_torch: bool = True,
     dtype: str = "float32",
-    compare_xla_conv: bool = False,
+    compare_conv_impls: Sequence[str] = (),
 ) -> dict:
-    """One case: jaxcnn's step, its PyTorch twin (``with_torch``) and the step with XLA's own
-    convolutions (``compare_xla_conv``: ``conv_impl='xla'``), in alternating windows."""
+    """One case: jaxcnn's step, its PyTorch twin (``with_torch``) and the same step with each
+    convolution implementation in ``compare_conv_impls``, in alternating windows."""
     run_jax, compile_secs, flops, jax_params = jaxcnn_step(case, batch_size, dtype)
-    run_xla_conv = None
-    if compare_xla_conv:
-        with conv.use_impl("xla"):
-            run_xla_conv, *_ = jaxcnn_step(case, batch_size, dtype)
-        run_xla_conv()
+    other_runs = {}
+    for impl in compare_conv_impls:
+        with conv.use_impl(impl):
+            other_runs[impl], *_ = jaxcnn_step(case, batch_size, dtype)
+        other_runs[impl]()  # warm-up
     # The PyTorch twin runs in float32 only: its CPU bfloat16 path is not what users train with.
     twin = torch_step(case, batch_size) if with_torch and dtype == "float32" else None
     run_jax()  # warm-up
-    jax_rates, torch_rates, xla_conv_rates = [], [], []
+    jax_rates, torch_rates = [], []
+    other_rates = {impl: [] for impl in other_runs}
     if twin:
         run_torch, torch_params = twin
         if torch_params != jax_params:
@@ -144,15 +149,15 @@ def benchmark(
         jax_rates.append(images_per_sec(run_jax, batch_size, steps))
         if twin:
             torch_rates.append(images_per_sec(run_torch, batch_size, steps))
-        if run_xla_conv:
-            xla_conv_rates.append(images_per_sec(run_xla_conv, batch_size, steps))
+        for impl, run in other_runs.items():
+            other_rates[impl].append(images_per_sec(run, batch_size, steps))
     device = jax.devices()[0]
     peak = hardware.peak_flops(device.device_kind, dtype) if device.platform != "cpu" else None
     jax_rate = statistics.median(jax_rates)
     result = {
         "case": case,
         "dtype": dtype,
-        "conv_impl": conv.impl_in_use(),
+        "conv_impl": conv.impl_in_use(),  # the main jaxcnn column's
         "batch_size": batch_size,
         "parameters": jax_params,
         "compile_secs": compile_secs,
@@ -163,9 +168,11 @@ def benchmark(
         "mfu": flops * jax_rate / batch_size / peak if peak and math.isfinite(flops) else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    if run_xla_conv:
-        result["xla_conv_images_per_sec"] = statistics.median(xla_conv_rates)
-        result["xla_conv_window_images_per_sec"] = xla_conv_rates
+    if other_runs:
+        result["other_conv_impls"] = {
+            impl: {"images_per_sec": statistics.median(rates), "window_images_per_sec": rates}
+            for impl, rates in other_rates.items()
+        }
     if twin:
         result["torch_images_per_sec"] = statistics.median(torch_rates)
         result["torch_window_images_per_sec"] = torch_rates
@@ -242,9 +249,10 @@ def main() -> None:
         help="jaxcnn's convolution implementation (jaxcnn/models/conv.py)",
     )
     parser.add_argument(
-        "--compare_xla_conv",
-        action="store_true",
-        help="also time jaxcnn's step with XLA's own convolutions (conv_impl=xla)",
+        "--compare_conv_impls",
+        default="",
+        help=f"also time jaxcnn's step with these conv_impls (comma-separated, of "
+        f"{', '.join(conv.IMPL_CHOICES)})",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: batch <= 8, one window of one step"
@@ -262,11 +270,17 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.windows, args.steps = 1, 1
-    conv.set_impl(args.conv_impl)
     cases = args.models.split(",")
     unknown = [c for c in cases if c not in CASES]
     if unknown:
         parser.exit(2, f"error: unknown case {unknown[0]!r}; valid choices: {', '.join(CASES)}\n")
+    compare_conv_impls = [impl for impl in args.compare_conv_impls.split(",") if impl]
+    try:
+        for impl in compare_conv_impls:
+            conv.check_impl(impl)
+        conv.set_impl(args.conv_impl)
+    except UserError as error:
+        parser.exit(2, f"error: {error}\n")
 
     info = hardware.describe_machine()
     print(f"# {info['cpu']}, {info['cores']} cores; jax {info['jax']}, torch {info['torch']}")
@@ -275,7 +289,7 @@ def main() -> None:
         print("# torch is not installed (pip install -e '.[bench]'): PyTorch columns skipped")
     print(
         "| case | batch | params | compile s | GFLOP/step | peak RSS MiB | MFU "
-        "| jaxcnn img/s | PyTorch img/s | ratio | jaxcnn, XLA convs img/s |"
+        "| jaxcnn img/s | PyTorch img/s | ratio | jaxcnn, other conv_impl img/s |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     output = Path(args.output or RESULTS / f"train_step_{jax.devices()[0].platform}.json")
@@ -292,11 +306,14 @@ def main() -> None:
             args.steps,
             with_torch,
             args.dtype,
-            args.compare_xla_conv,
+            compare_conv_impls,
         )
         results.append(r)
         torch_rate = r.get("torch_images_per_sec")
-        xla_conv_rate = r.get("xla_conv_images_per_sec")
+        others = "; ".join(
+            f"{impl}: {other['images_per_sec']:,.1f}"
+            for impl, other in r.get("other_conv_impls", {}).items()
+        )
         print(
             f"| {case} | {r['batch_size']} | {r['parameters']:,} | {r['compile_secs']:.1f} | "
             f"{r['flops_per_step'] / 1e9:.2f} | {r['peak_rss_mib']:,.0f} | "
@@ -307,7 +324,7 @@ def main() -> None:
                 if torch_rate
                 else "– | – |"
             )
-            + (f" {xla_conv_rate:,.1f} |" if xla_conv_rate else " – |"),
+            + f" {others or '–'} |",
             flush=True,
         )
         # Written after every case, so a long run that is stopped keeps what it measured.

@@ -27,14 +27,16 @@ def digits_data_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 
 @pytest.fixture(scope="session", autouse=True)
-def compilation_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
-    """One XLA compilation cache for the CLIs of this test session, shared by pytest-xdist's
-    workers, instead of the user's ``~/.cache/jaxcnn/xla``: a run is like CI's (which starts
-    with an empty cache) and leaves nothing behind."""
+def compilation_caches(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One XLA compilation cache and one directory of built custom calls for this test session,
+    shared by pytest-xdist's workers and the CLIs they run, instead of the user's
+    ``~/.cache/jaxcnn``: a run is like CI's (which starts with empty caches) and leaves nothing
+    behind."""
     shared = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         shared = shared.parent
     os.environ["JAXCNN_CACHE_DIR"] = str(shared / "xla_cache")
+    os.environ["JAXCNN_KERNEL_DIR"] = str(shared / "kernels")
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300):

@@ -1,7 +1,12 @@
-"""jaxcnn's convolution: the per-tap formulations (dense filter gradient, depthwise convolution)
-must give XLA's values for every stride, padding and dilation, and run where the setting says."""
+"""jaxcnn's convolution: oneDNN's and the per-tap formulations (dense filter gradient,
+depthwise convolution) must give XLA's values for every stride, padding and dilation, and run
+where the setting says."""
 
+import os
+import platform
 import re
+import subprocess
+import sys
 
 import flax.linen as nn
 import jax
@@ -13,10 +18,27 @@ from jax import lax
 
 from jaxcnn import models
 from jaxcnn.errors import UserError
-from jaxcnn.models import conv
+from jaxcnn.models import conv, onednn
 
 NHWC = ("NHWC", "HWIO", "NHWC")
-CHANNELS = 5
+CHANNELS = 6
+ONEDNN_IS_A_DEPENDENCY = sys.platform == "linux" and platform.machine() == "x86_64"
+
+
+def _require(impl: str) -> None:
+    """Skip a oneDNN test where oneDNN is not a dependency; elsewhere it must be available."""
+    if impl != "onednn":
+        return
+    reason = onednn.unavailable_reason()
+    if reason and not ONEDNN_IS_A_DEPENDENCY:
+        pytest.skip(f"oneDNN is not installed on {sys.platform}/{platform.machine()}: {reason}")
+    assert reason is None, reason
+
+
+def _assert_close(result: jax.Array, reference: jax.Array, tolerance: float = 1e-5) -> None:
+    """Equal to float32 rounding: sums of many products differ with the order of summation."""
+    scale = float(jnp.abs(reference).max())
+    np.testing.assert_allclose(result, reference, rtol=0, atol=tolerance * scale)
 
 
 def _forward_and_grads(conv_fn, x, w, **kwargs):
@@ -29,7 +51,11 @@ def _forward_and_grads(conv_fn, x, w, **kwargs):
     return jax.jit(apply)(x, w), *jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)
 
 
-@pytest.mark.parametrize("kind", ["dense", "depthwise"])
+@pytest.mark.parametrize(
+    ("impl", "kind"),  # the taps leave grouped convolutions other than depthwise to XLA
+    [("onednn", "dense"), ("onednn", "depthwise"), ("onednn", "grouped"), ("taps", "dense"),
+     ("taps", "depthwise")],
+)  # fmt: skip
 @pytest.mark.parametrize(
     ("image", "kernel", "strides", "padding", "dilation"),
     [
@@ -44,28 +70,32 @@ def _forward_and_grads(conv_fn, x, w, **kwargs):
         ((8, 8), (3, 3), (1, 1), ((2, -1), (0, 1)), (1, 1)),  # negative padding crops
     ],
 )
-def test_taps_equal_xla(kind, image, kernel, strides, padding, dilation):
+def test_implementations_equal_xla(impl, kind, image, kernel, strides, padding, dilation):
+    _require(impl)
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(3, *image, CHANNELS)), jnp.float32)
     kwargs = dict(window_strides=strides, padding=padding, rhs_dilation=dilation)
-    if kind == "dense":
-        w = jnp.asarray(rng.normal(size=(*kernel, CHANNELS, 6)), jnp.float32)
-    else:
-        w = jnp.asarray(rng.normal(size=(*kernel, 1, CHANNELS)), jnp.float32)
-        kwargs["feature_group_count"] = CHANNELS
-    with conv.use_impl("taps"):
-        y, dx, dw = _forward_and_grads(conv.conv_general_dilated, x, w, **kwargs)
-    y_ref, dx_ref, dw_ref = _forward_and_grads(lax.conv_general_dilated, x, w, **kwargs)
-    if kind == "dense":
+    groups = {"dense": 1, "depthwise": CHANNELS, "grouped": 2}[kind]
+    out_channels = {"dense": 4, "depthwise": CHANNELS, "grouped": 4}[kind]
+    w = jnp.asarray(rng.normal(size=(*kernel, CHANNELS // groups, out_channels)), jnp.float32)
+    with conv.use_impl(impl):
+        y, dx, dw = _forward_and_grads(
+            conv.conv_general_dilated, x, w, feature_group_count=groups, **kwargs
+        )
+    y_ref, dx_ref, dw_ref = _forward_and_grads(
+        lax.conv_general_dilated, x, w, feature_group_count=groups, **kwargs
+    )
+    if impl == "taps" and kind == "dense":
         np.testing.assert_array_equal(y, y_ref)  # the forward pass is XLA's, untouched
-    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dx, dx_ref, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(dw, dw_ref, rtol=1e-4, atol=1e-4)
+    for result, reference in ((y, y_ref), (dx, dx_ref), (dw, dw_ref)):
+        _assert_close(result, reference)
     assert float(jnp.abs(dw).max()) > 1.0  # a real gradient, not zeros on both sides
 
 
+@pytest.mark.parametrize("impl", ["onednn", "taps"])  # oneDNN leaves bfloat16 to the taps
 @pytest.mark.parametrize("kind", ["dense", "depthwise"])
-def test_bfloat16_keeps_dtype_and_value(kind):
+def test_bfloat16_keeps_dtype_and_value(impl, kind):
+    _require(impl)
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(4, 8, 8, 16)), jnp.bfloat16)
     kwargs = dict(window_strides=(1, 1), padding="SAME")
@@ -74,7 +104,7 @@ def test_bfloat16_keeps_dtype_and_value(kind):
     else:
         w = jnp.asarray(rng.normal(size=(3, 3, 1, 16)), jnp.bfloat16)
         kwargs["feature_group_count"] = 16
-    with conv.use_impl("taps"):
+    with conv.use_impl(impl):
         results = _forward_and_grads(conv.conv_general_dilated, x, w, **kwargs)
     x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
     references = _forward_and_grads(lax.conv_general_dilated, x32, w32, **kwargs)
@@ -94,17 +124,27 @@ def _primitives(x, w, **kwargs) -> str:
 
 
 def test_which_implementation_runs():
+    _require("onednn")
     x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4))
     depthwise = dict(dimension_numbers=NHWC, feature_group_count=4)
     grouped = dict(dimension_numbers=NHWC, feature_group_count=2)
     nchw_x, oihw_w = jnp.ones((2, 4, 8, 8)), jnp.ones((4, 4, 3, 3))
-    assert jax.default_backend() == "cpu"
-    with conv.use_impl("auto"):  # CPU: the per-tap formulations, where they apply
+    bf16_x, bf16_w = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
+    assert jax.default_backend() == "cpu" and jax.device_count() == 1
+    with conv.use_impl("auto"):  # one CPU device: oneDNN, for every float32 NHWC convolution
+        assert conv.impl_in_use() == "onednn"
+        assert onednn.TARGET in _primitives(x, w, dimension_numbers=NHWC)
+        assert onednn.TARGET in _primitives(x, jnp.ones((3, 3, 1, 4)), **depthwise)
+        assert onednn.TARGET in _primitives(x, jnp.ones((3, 3, 2, 4)), **grouped)
+        bf16 = _primitives(bf16_x, bf16_w, dimension_numbers=NHWC)
+        assert onednn.TARGET not in bf16 and "custom_vjp_call" in bf16  # the taps' gradient
+        assert "custom_vjp" not in _primitives(nchw_x, oihw_w, dimension_numbers=None)
+    with conv.use_impl("taps"):
         assert conv.impl_in_use() == "taps"
-        assert "custom_vjp_call" in _primitives(x, w, dimension_numbers=NHWC)
+        dense = _primitives(x, w, dimension_numbers=NHWC)
+        assert "custom_vjp_call" in dense and onednn.TARGET not in dense
         assert "conv_general_dilated" not in _primitives(x, jnp.ones((3, 3, 1, 4)), **depthwise)
         assert "custom_vjp" not in _primitives(x, jnp.ones((3, 3, 2, 4)), **grouped)
-        assert "custom_vjp" not in _primitives(nchw_x, oihw_w, dimension_numbers=None)
     with conv.use_impl("xla"):
         assert conv.impl_in_use() == "xla"
         assert "custom_vjp" not in _primitives(x, w, dimension_numbers=NHWC)
@@ -112,8 +152,39 @@ def test_which_implementation_runs():
     assert conv.set_impl("auto") == "auto"  # the context managers restored the default
 
 
+def _impl_in_a_fresh_process(env: dict[str, str]) -> str:
+    code = (
+        "from jaxcnn.errors import UserError\n"
+        "from jaxcnn.models import conv\n"
+        "print(conv.impl_in_use())\n"
+        "try:\n    conv.set_impl('onednn')\nexcept UserError as e:\n    print(e)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_auto_falls_back_to_taps(tmp_path):
+    _require("onednn")
+    # Several devices: the custom call is not partitioned, so auto keeps the taps (an explicit
+    # "onednn" still runs, correctly, on gathered operands).
+    several = _impl_in_a_fresh_process({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert several.splitlines() == ["taps"]
+    # No compiler to build the custom call with: auto keeps the taps, "onednn" says why not.
+    no_compiler = _impl_in_a_fresh_process(
+        {"CXX": "no-such-compiler", "JAXCNN_KERNEL_DIR": str(tmp_path)}
+    )
+    assert no_compiler.splitlines() == [
+        "taps",
+        "conv_impl 'onednn' is unavailable here: no C++ compiler (set CXX, or install g++)",
+    ]
+    assert not list(tmp_path.iterdir())  # nothing half-built left behind
+
+
 def test_unknown_implementation_names_the_choices():
-    with pytest.raises(UserError, match="unknown conv_impl 'fast'; valid choices: auto, taps"):
+    with pytest.raises(UserError, match="unknown conv_impl 'fast'; valid choices: auto, onednn, "):
         conv.set_impl("fast")
 
 
@@ -124,19 +195,23 @@ def test_conv_module_matches_flax_conv():
     reference = flax_conv.init(jax.random.key(0), x)
     assert jax.tree.structure(params) == jax.tree.structure(reference)
     jax.tree.map(np.testing.assert_array_equal, params, reference)
-    np.testing.assert_array_equal(ours.apply(params, x), flax_conv.apply(params, x))
+    _assert_close(ours.apply(params, x), flax_conv.apply(params, x))
 
 
-def test_depthwise_models_use_taps():
+def test_depthwise_models_use_taps_or_onednn():
+    _require("onednn")
     model = models.create("mobilenet_v2", num_classes=10)
     images = jnp.ones((1, 32, 32, 3))
-    groups = {}
-    for mode in ("taps", "xla"):
+    groups, onednn_calls = {}, {}
+    for mode in ("onednn", "taps", "xla"):
         with conv.use_impl(mode):
             jaxpr = str(jax.make_jaxpr(lambda x: model.init(jax.random.key(0), x))(images))
         groups[mode] = {int(g) for g in re.findall(r"feature_group_count=(\d+)", jaxpr)}
+        onednn_calls[mode] = jaxpr.count(onednn.TARGET)
+    assert groups["onednn"] == set() and onednn_calls["onednn"] == 52  # every convolution
     assert groups["taps"] == {1}  # every depthwise convolution became a sum over taps
     assert max(groups["xla"]) == 960  # MobileNetV2's widest depthwise layer, left to XLA
+    assert onednn_calls["taps"] == onednn_calls["xla"] == 0
 
 
 def test_resnet_gradients_agree_between_implementations():
@@ -153,14 +228,17 @@ def test_resnet_gradients_agree_between_implementations():
         )
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
+    _require("onednn")
     grads = {}
-    for mode in ("taps", "xla"):
+    for mode in ("onednn", "taps", "xla"):
         with conv.use_impl(mode):
             fresh_loss = lambda params: loss(params)  # noqa: E731  (new: traced anew)
             jaxpr = str(jax.make_jaxpr(fresh_loss)(variables["params"]))
-            assert ("custom_vjp_call" in jaxpr) == (mode == "taps")
+            assert ("custom_vjp_call" in jaxpr) == (mode != "xla")
+            assert (onednn.TARGET in jaxpr) == (mode == "onednn")
             grads[mode] = jax.jit(jax.grad(fresh_loss))(variables["params"])
-    flat_taps, flat_xla = (jax.tree.leaves(grads[m]) for m in ("taps", "xla"))
-    assert len(flat_taps) == len(flat_xla) > 10
-    for a, b in zip(flat_taps, flat_xla, strict=True):
-        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    flat_xla = jax.tree.leaves(grads["xla"])
+    assert len(flat_xla) > 10
+    for mode in ("onednn", "taps"):
+        for a, b in zip(jax.tree.leaves(grads[mode]), flat_xla, strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)

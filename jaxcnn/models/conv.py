@@ -1,7 +1,11 @@
-"""The convolution every jaxcnn model uses: ``lax.conv_general_dilated``, reformulated where
-XLA:CPU is slow.
+"""The convolution every jaxcnn model uses: ``lax.conv_general_dilated``, computed by oneDNN
+or reformulated where XLA:CPU is slow.
 
-Two parts of a convolution's training step run far below the machine's speed on XLA:CPU
+XLA:CPU's convolution kernels are slow next to oneDNN, PyTorch's CPU library (BENCHMARKS.md,
+"Where a convolution's time goes"). The fastest way out is to call oneDNN
+(``"onednn"``, see ``onednn.py``): forward, input gradient and kernel gradient of float32
+convolutions, dense, grouped and depthwise. Where oneDNN cannot run (no compiler, other
+dtypes), two parts of a convolution's training step run far below the machine's speed on XLA:CPU
 (BENCHMARKS.md, "Where a convolution's time goes"):
 
 - The gradient of a dense convolution with respect to its kernel (the "filter gradient"),
@@ -20,11 +24,15 @@ Both give the same values as XLA's own convolution (to float rounding). ``Conv``
 ``flax.linen.Conv`` using this function, with the same parameters and names.
 
 Which implementation runs is a process-wide setting read when a function is traced:
-``"auto"`` (default: ``"taps"`` on CPU, ``"xla"`` elsewhere, where cuDNN and TPU convolutions
-need no help), ``"taps"`` or ``"xla"``. Training runs set it from the config field
-``conv_impl``. Grouped convolutions other than depthwise, input dilation and layouts other
-than NHWC/HWIO always use XLA's. The dense filter gradient is a ``jax.custom_vjp``, which
-supports reverse mode only: set ``"xla"`` to take forward-mode derivatives (``jax.jvp``).
+``"auto"`` (default), ``"onednn"``, ``"taps"`` or ``"xla"``. ``"auto"`` is ``"onednn"`` on a
+single CPU device where oneDNN is available, ``"taps"`` on other CPU set-ups (the custom call
+is not partitioned over devices: XLA would gather each convolution's operands onto every
+device), and ``"xla"`` on GPU and TPU, where cuDNN and TPU convolutions need no help. Under
+``"onednn"``, convolutions that are not float32 take the ``"taps"`` path. Training runs set it
+from the config field ``conv_impl``. Input dilation and layouts other than NHWC/HWIO always use
+XLA's, as do grouped convolutions other than depthwise outside oneDNN. The oneDNN call and the
+dense filter gradient are ``jax.custom_vjp`` functions, which support reverse mode only: set
+``"xla"`` to take forward-mode derivatives (``jax.jvp``).
 """
 
 from __future__ import annotations
@@ -38,19 +46,30 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxcnn.errors import unknown_choice
+from jaxcnn.errors import UserError, unknown_choice
+from jaxcnn.models import onednn
 
-IMPL_CHOICES = ("auto", "taps", "xla")
+IMPL_CHOICES = ("auto", "onednn", "taps", "xla")
 _NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
 _impl = "auto"
+
+
+def check_impl(impl: str) -> None:
+    """Raise a ``UserError`` unless convolution implementation ``impl`` can run here."""
+    if impl not in IMPL_CHOICES:
+        raise unknown_choice("conv_impl", impl, IMPL_CHOICES)
+    if impl == "onednn":
+        if jax.default_backend() != "cpu":
+            raise UserError(f"conv_impl 'onednn' runs on CPU only, not {jax.default_backend()}")
+        if reason := onednn.unavailable_reason():
+            raise UserError(f"conv_impl 'onednn' is unavailable here: {reason}")
 
 
 def set_impl(impl: str) -> str:
     """Choose the convolution implementation for functions traced from now on; returns the old
     one. A function JAX has already traced (and cached) keeps the one it was traced with."""
     global _impl
-    if impl not in IMPL_CHOICES:
-        raise unknown_choice("conv_impl", impl, IMPL_CHOICES)
+    check_impl(impl)
     previous, _impl = _impl, impl
     return previous
 
@@ -66,10 +85,14 @@ def use_impl(impl: str) -> Iterator[None]:
 
 
 def impl_in_use() -> str:
-    """``"taps"`` or ``"xla"``: the implementation the setting selects on this backend."""
-    if _impl == "auto":
-        return "taps" if jax.default_backend() == "cpu" else "xla"
-    return _impl
+    """``"onednn"``, ``"taps"`` or ``"xla"``: what the setting selects on this machine."""
+    if _impl != "auto":
+        return _impl
+    if jax.default_backend() != "cpu":
+        return "xla"
+    if jax.device_count() == 1 and onednn.unavailable_reason() is None:
+        return "onednn"
+    return "taps"
 
 
 def _explicit_padding(
@@ -180,26 +203,32 @@ def conv_general_dilated(
         precision=precision,
         preferred_element_type=preferred_element_type,
     )
-    channels = lhs.shape[-1]
-    dense = feature_group_count == 1
-    depthwise = feature_group_count == channels and rhs.shape[-2:] == (1, channels)
+    impl = impl_in_use()
     if (
-        impl_in_use() != "taps"
+        impl == "xla"
         or lhs.ndim != 4
-        or not (dense or depthwise)
         or batch_group_count != 1
         or any(d != 1 for d in lhs_dilation or ())
         or preferred_element_type is not None
         or lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) != _NHWC
     ):
         return conv(lhs, rhs)
-
     strides = tuple(window_strides)
     dilation = tuple(rhs_dilation or (1, 1))
     pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
-    if depthwise:
-        out_size = jax.eval_shape(conv, lhs, rhs).shape[1:3]  # XLA's own shape rule
+    out_size = jax.eval_shape(conv, lhs, rhs).shape[1:3]  # XLA's own shape rule
+    if (
+        impl == "onednn"
+        and lhs.dtype == rhs.dtype == jnp.float32
+        and all(p >= 0 for pair in pads for p in pair)
+    ):
+        return onednn.conv(lhs, rhs, out_size, strides, pads, dilation, feature_group_count)
+
+    channels = lhs.shape[-1]
+    if feature_group_count == channels and rhs.shape[-2:] == (1, channels):
         return depthwise_conv_taps(lhs, rhs, out_size, strides, pads, dilation)
+    if feature_group_count != 1:
+        return conv(lhs, rhs)
 
     @jax.custom_vjp
     def conv_with_gemm_grad(x: jax.Array, w: jax.Array) -> jax.Array:

@@ -1,0 +1,155 @@
+"""Convolutions computed by oneDNN inside XLA:CPU programs, through an XLA FFI custom call.
+
+XLA:CPU's own convolution kernels run at a third to a half of the speed of oneDNN, the library
+behind PyTorch's CPU convolutions (BENCHMARKS.md). The jaxlib wheels ship without oneDNN, so
+jaxcnn brings it: the ``onednn-cpu-gomp`` wheel (a dependency on Linux x86-64) provides the
+library, and ``onednn_conv.cc`` is a small XLA FFI handler around its forward, input-gradient
+and kernel-gradient convolution primitives. The handler is compiled with the system's C++
+compiler on first use (a few seconds) and cached in ``$JAXCNN_KERNEL_DIR`` or
+``~/.cache/jaxcnn/kernels``, keyed by its source, jaxlib and oneDNN.
+
+:func:`conv` is a float32 NHWC/HWIO convolution (any strides, padding, kernel dilation and
+feature groups) whose gradients are oneDNN's too. :func:`unavailable_reason` says why it cannot
+run here, if it cannot (no oneDNN wheel, no compiler, a build error).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+TARGET = "jaxcnn_onednn_conv"
+SOURCE = Path(__file__).with_name("onednn_conv.cc")
+_FORWARD, _INPUT_GRAD, _KERNEL_GRAD = 0, 1, 2
+
+
+class BuildError(RuntimeError):
+    """The oneDNN custom call cannot be built or loaded on this machine."""
+
+
+def kernel_dir() -> Path:
+    """Where compiled custom-call libraries are cached."""
+    return Path(os.environ.get("JAXCNN_KERNEL_DIR") or "~/.cache/jaxcnn/kernels").expanduser()
+
+
+def _installed_file(distribution: str, suffix: str) -> Path:
+    try:
+        files = importlib.metadata.distribution(distribution).files or ()
+    except importlib.metadata.PackageNotFoundError:
+        raise BuildError(f"the {distribution} package is not installed") from None
+    for file in files:
+        if str(file).endswith(suffix):
+            return Path(file.locate()).resolve()
+    raise BuildError(f"the {distribution} package has no {suffix}")
+
+
+def _build() -> Path:
+    """Compile the custom call against the installed oneDNN (once per source and versions)."""
+    library = _installed_file("onednn-cpu-gomp", "/libdnnl.so.3")
+    header = _installed_file("onednn-devel-cpu-gomp", "/oneapi/dnnl/dnnl.hpp")
+    compiler = shutil.which(os.environ.get("CXX", "c++"))
+    if compiler is None:
+        raise BuildError("no C++ compiler (set CXX, or install g++)")
+    includes = [str(header.parents[2]), jax.ffi.include_dir()]
+    fingerprint = "\n".join(
+        [
+            SOURCE.read_text(),
+            jax.__version__,
+            importlib.metadata.version("jaxlib"),
+            str(library),
+            compiler,
+            *includes,
+        ]
+    )
+    key = hashlib.sha256(fingerprint.encode()).hexdigest()[:16]
+    target = kernel_dir() / f"jaxcnn_onednn_conv-{key}.so"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
+        built = Path(tmp) / target.name
+        command = [
+            compiler, "-O2", "-std=c++17", "-shared", "-fPIC", "-w",
+            *(f"-I{path}" for path in includes), str(SOURCE), "-o", str(built),
+            str(library), f"-Wl,-rpath,{library.parent}",
+        ]  # fmt: skip
+        result = subprocess.run(command, capture_output=True, text=True)
+        if result.returncode:
+            raise BuildError(f"compiling {SOURCE.name} failed: {result.stderr.strip()[-2000:]}")
+        os.replace(built, target)  # atomic: concurrent builders each publish a whole file
+    return target
+
+
+@functools.cache
+def _register() -> str | None:
+    """Build, load and register the custom call; returns why it failed, or None."""
+    try:
+        library = ctypes.cdll.LoadLibrary(str(_build()))
+    except (BuildError, OSError) as error:
+        return str(error)
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.JaxcnnOnednnConv), "cpu")
+    return None
+
+
+def unavailable_reason() -> str | None:
+    """Why oneDNN convolutions cannot run here, or None when they can (builds on first call)."""
+    return _register()
+
+
+def _call(kind: int, a: jax.Array, b: jax.Array, out_shape: Sequence[int], geometry) -> jax.Array:
+    result = jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32)
+    call = jax.ffi.ffi_call(TARGET, result, vmap_method="sequential")
+    return call(a, b, kind=np.int64(kind), **geometry)
+
+
+def conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    out_size: Sequence[int],
+    strides: Sequence[int],
+    padding: Sequence[tuple[int, int]],
+    dilation: Sequence[int],
+    groups: int,
+) -> jax.Array:
+    """Float32 convolution of NHWC ``x`` with HWIO ``kernel`` by oneDNN, forward and backward.
+
+    ``out_size`` is the output's spatial size (XLA's shape rule gives it), ``padding`` the
+    explicit, non-negative (low, high) padding of the two spatial axes, ``groups`` the feature
+    group count. Call :func:`unavailable_reason` first: this assumes the custom call is built.
+    """
+    geometry = dict(
+        strides=np.asarray(strides, np.int64),
+        pad_lo=np.asarray([lo for lo, _ in padding], np.int64),
+        pad_hi=np.asarray([hi for _, hi in padding], np.int64),
+        dilation=np.asarray(dilation, np.int64),
+        groups=np.int64(groups),
+    )
+    out_shape = (x.shape[0], *out_size, kernel.shape[3])
+
+    @jax.custom_vjp
+    def onednn_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        return _call(_FORWARD, x, kernel, out_shape, geometry)
+
+    def forward(x: jax.Array, kernel: jax.Array):
+        return onednn_conv(x, kernel), (x, kernel)
+
+    def backward(residuals: tuple[jax.Array, jax.Array], dy: jax.Array):
+        x, kernel = residuals
+        dx = _call(_INPUT_GRAD, dy, kernel, x.shape, geometry)
+        dkernel = _call(_KERNEL_GRAD, x, dy, kernel.shape, geometry)
+        return dx, dkernel
+
+    onednn_conv.defvjp(forward, backward)
+    return onednn_conv(x, kernel)

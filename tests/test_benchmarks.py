@@ -7,6 +7,8 @@ import json
 
 import pytest
 
+from jaxcnn.models import conv
+
 from conftest import run_cli
 
 
@@ -25,7 +27,8 @@ def test_train_step_benchmark_smoke_run(tmp_path):
     (row,) = report["results"]
     assert row["parameters"] == 269_722
     assert row["jaxcnn_images_per_sec"] > 0 and row["flops_per_step"] > 0
-    assert row["conv_impl"] == ("taps" if report["machine"]["platform"] == "cpu" else "xla")
+    assert row["conv_impl"] == conv.impl_in_use()  # auto: oneDNN on one CPU device
+    assert row["flops_per_step"] > 1e9  # XLA's convolutions are counted (custom calls are not)
     if report["machine"]["platform"] == "cpu":
         assert row["mfu"] is None  # CPUs have no MFU
     elif row["mfu"] is not None:
@@ -36,14 +39,25 @@ def test_train_step_benchmark_smoke_run(tmp_path):
     assert row["torch_images_per_sec"] > 0
 
 
-def test_benchmark_times_xla_convolutions_alongside(monkeypatch):
+def test_benchmark_times_other_convolutions_alongside(monkeypatch):
     from benchmarks import train_step
 
     monkeypatch.setitem(train_step.CASES, "tiny", ("lenet5", {}, (32, 32, 1), 8))
-    row = train_step.benchmark("tiny", 8, 1, 1, with_torch=False, compare_xla_conv=True)
-    assert row["conv_impl"] == "taps"  # the default on CPU ...
-    assert row["xla_conv_images_per_sec"] > 0  # ... and the same step with XLA's convolutions
-    assert len(row["xla_conv_window_images_per_sec"]) == 1
+    row = train_step.benchmark(
+        "tiny", 8, 2, 1, with_torch=False, compare_conv_impls=("taps", "xla")
+    )
+    assert row["conv_impl"] == conv.impl_in_use()  # the default ...
+    for impl in ("taps", "xla"):  # ... and the same step with each other implementation
+        assert len(row["other_conv_impls"][impl]["window_images_per_sec"]) == 2
+        assert row["other_conv_impls"][impl]["images_per_sec"] > 0
+
+
+def test_unavailable_conv_impl_is_one_line():
+    result = run_cli("benchmarks.train_step", "--compare_conv_impls=taps,fast")
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "error: unknown conv_impl 'fast'; valid choices: auto, onednn, taps, xla"
+    )
 
 
 def test_unknown_case_is_one_line():

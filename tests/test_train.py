@@ -139,7 +139,7 @@ def test_overrides_reach_model_and_optimizer(digits_data_dir, tmp_path):
         ("--config.dataset.name=no_such_dataset", "unknown dataset 'no_such_dataset'"),
         ("--config.optimizer.name=lion", "unknown optimizer.name 'lion'; valid choices: adamw"),
         ("--config.batch_size=many", "--config.batch_size=many"),
-        ("--config.conv_impl=fast", "unknown conv_impl 'fast'; valid choices: auto, taps, xla"),
+        ("--config.conv_impl=fast", "unknown conv_impl 'fast'; valid choices: auto, onednn, taps"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(override, expected, digits_data_dir, tmp_path):

@@ -5,9 +5,10 @@
 
 For each layer shape it times, in milliseconds (median of repeats, after a warm-up), XLA's
 forward convolution, XLA's input gradient, XLA's own filter gradient and jaxcnn's per-tap
-matmul filter gradient (``jaxcnn/models/conv.py``), and, with PyTorch installed, PyTorch's
-forward and forward + backward of the same layer (channels-last). This is the measurement
-behind ``conv_impl``; BENCHMARKS.md has the figures.
+matmul filter gradient (``jaxcnn/models/conv.py``), the forward and forward + backward of
+jaxcnn's oneDNN custom call (``jaxcnn/models/onednn.py``, where it is available) and, with
+PyTorch installed, PyTorch's forward and forward + backward of the same layer (channels-last).
+This is the measurement behind ``conv_impl``; BENCHMARKS.md has the figures.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ import numpy as np
 from jax import lax
 
 from benchmarks import hardware
-from jaxcnn.models import conv
+from jaxcnn.models import conv, onednn
 
 # (batch, height = width, in channels, out channels, stride): ResNet-20's and ResNet-18's
 # (CIFAR stem) 3×3 convolutions at batch 128, and a strided one.
@@ -70,12 +71,26 @@ def jax_times(batch: int, size: int, cin: int, cout: int, stride: int, repeats: 
         lambda x, w: conv.gemm_filter_grad(x, dy, w.shape, strides, padding, (1, 1))
     )
     np.testing.assert_allclose(gemm_filter_grad(x, w), xla_filter_grad(x, w), rtol=2e-3, atol=0.5)
-    return {
+    times = {
         "forward_ms": median_ms(lambda: forward(x, w), repeats),
         "input_grad_ms": median_ms(lambda: input_grad(x, w), repeats),
         "xla_filter_grad_ms": median_ms(lambda: xla_filter_grad(x, w), repeats),
         "gemm_filter_grad_ms": median_ms(lambda: gemm_filter_grad(x, w), repeats),
     }
+    if onednn.unavailable_reason() is None:
+        out_size = dy.shape[1:3]
+        onednn_forward = jax.jit(
+            lambda x, w: onednn.conv(x, w, out_size, strides, padding, (1, 1), groups=1)
+        )
+        # Forward and both gradients, like PyTorch's forward + backward below.
+        onednn_grads = jax.jit(jax.grad(lambda x, w: jnp.sum(onednn_forward(x, w)), (0, 1)))
+        np.testing.assert_allclose(onednn_forward(x, w), forward(x, w), rtol=1e-4, atol=1e-3)
+        np.testing.assert_allclose(
+            onednn_grads(x, w)[1], xla_filter_grad(x, w), rtol=2e-3, atol=0.5
+        )
+        times["onednn_forward_ms"] = median_ms(lambda: onednn_forward(x, w), repeats)
+        times["onednn_forward_backward_ms"] = median_ms(lambda: onednn_grads(x, w), repeats)
+    return times
 
 
 def torch_times(batch: int, size: int, cin: int, cout: int, stride: int, repeats: int) -> dict:
@@ -114,9 +129,9 @@ def main() -> None:
     print(
         "| layer (batch, size, in→out, stride) | forward | input grad | XLA filter grad "
         "| gemm filter grad | fwd+bwd, XLA grad | fwd+bwd, gemm grad "
-        "| PyTorch forward | PyTorch fwd+bwd |"
+        "| oneDNN forward | oneDNN fwd+bwd | PyTorch forward | PyTorch fwd+bwd |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     output = Path(args.output or RESULTS / f"conv_layers_{jax.devices()[0].platform}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     results = []
@@ -130,6 +145,11 @@ def main() -> None:
             row.update(torch_times(*shape, repeats))
         results.append(row)
         common = row["forward_ms"] + row["input_grad_ms"]
+        onednn_cells = (
+            f"{row['onednn_forward_ms']:.1f} | {row['onednn_forward_backward_ms']:.1f} |"
+            if "onednn_forward_ms" in row
+            else "– | – |"
+        )
         torch_cells = (
             f"{row['torch_forward_ms']:.1f} | {row['torch_forward_backward_ms']:.1f} |"
             if with_torch
@@ -139,7 +159,7 @@ def main() -> None:
             f"| {batch}, {size}×{size}, {cin}→{cout}, {stride} | {row['forward_ms']:.1f} | "
             f"{row['input_grad_ms']:.1f} | {row['xla_filter_grad_ms']:.1f} | "
             f"{row['gemm_filter_grad_ms']:.1f} | {common + row['xla_filter_grad_ms']:.1f} | "
-            f"{common + row['gemm_filter_grad_ms']:.1f} | " + torch_cells,
+            f"{common + row['gemm_filter_grad_ms']:.1f} | " + onednn_cells + " " + torch_cells,
             flush=True,
         )
         output.write_text(json.dumps({"machine": info, "results": results}, indent=2) + "\n")

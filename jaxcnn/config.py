@@ -78,9 +78,10 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.parallelism = "jit"  # jit (one program over a device mesh) | pmap
     config.shard_params = False  # jit: split params and optimizer state over devices (FSDP)
-    # Convolutions: taps (kernel gradients as one matmul per kernel tap, depthwise convolutions
-    # as sums over taps: several times faster on XLA:CPU) | xla (XLA's own) | auto (taps on CPU,
-    # xla on GPU/TPU). See jaxcnn/models/conv.py.
+    # Convolutions: onednn (oneDNN's kernels through an XLA custom call, CPU only) | taps
+    # (kernel gradients as one matmul per kernel tap, depthwise convolutions as sums over taps)
+    # | xla (XLA's own) | auto (onednn on one CPU device where it builds, taps on other CPU
+    # set-ups, xla on GPU/TPU). See jaxcnn/models/conv.py.
     config.conv_impl = "auto"
     # Training metrics (console, metrics.jsonl, TensorBoard) every N steps or T seconds.
     config.log_every_secs = 5.0

@@ -157,7 +157,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     console(
         f"{config.model.name} ({num_params:,} parameters) on {info.name}: {total_steps} steps of "
         f"batch {config.batch_size} on {jax.device_count()} {jax.devices()[0].platform} "
-        f"device(s) in {jax.process_count()} process(es), {config.parallelism} parallelism."
+        f"device(s) in {jax.process_count()} process(es), {config.parallelism} parallelism, "
+        f"{conv.impl_in_use()} convolutions."
     )
 
     train_step = parallel.compile_train(

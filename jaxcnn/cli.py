@@ -14,7 +14,6 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402
 
-from jaxcnn import host_memory  # noqa: E402
 from jaxcnn.errors import UserError  # noqa: E402
 
 
@@ -121,7 +120,6 @@ def run(main: Callable[[list[str]], None]) -> None:
         logging.set_verbosity(logging.WARNING)
         enable_compilation_cache()
         try:
-            host_memory.requested()  # an invalid $JAXCNN_MALLOC was ignored at import
             main(argv)
         except UserError as error:
             fail(str(error))

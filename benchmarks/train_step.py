@@ -5,15 +5,16 @@
     python -m benchmarks.train_step --quick --models resnet20  # batch 8, one one-step window
     python -m benchmarks.train_step --end_to_end            # + train_and_evaluate on cifar10_jpeg
     python -m benchmarks.train_step --compare_conv_impls taps,xla  # + the step with those convs
+    python -m benchmarks.train_step --compare_steps_per_dispatch 1  # + one step per call
 
-For each case it prints the compile time of the first jaxcnn step, the steady-state images/s
-of the jaxcnn train step (median of timed windows after warm-up, each ended by
-``block_until_ready``), the same for PyTorch (CPU build, channels-last, SGD with momentum), the
-ratio, the FLOPs of one step from XLA's cost analysis (of the step with XLA's convolutions:
-custom calls count no FLOPs), the peak host RSS and, on an accelerator
-listed in ``benchmarks/hardware.py``, the MFU. jaxcnn and PyTorch windows alternate,
-so a shared, noisy machine slows both alike. Generated data only: no TensorFlow. Results go to
-``benchmarks/results/train_step_<platform>.json``.
+For each case it prints the compile time of the first jaxcnn call, the steady-state images/s
+of the jaxcnn train step, dispatched as the training loop does (``steps_per_dispatch``; median
+of timed windows after warm-up, each ended by ``block_until_ready``), the same for PyTorch (CPU
+build, channels-last, SGD with momentum), the ratio, the FLOPs of one step from XLA's cost
+analysis (of the step with XLA's convolutions: custom calls count no FLOPs), the peak host RSS
+and, on an accelerator listed in ``benchmarks/hardware.py``, the MFU. jaxcnn and PyTorch
+windows alternate, so a shared, noisy machine slows both alike. Generated data only: no
+TensorFlow. Results go to ``benchmarks/results/train_step_<platform>.json``.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from jaxcnn.models import conv
 from jaxcnn.training.optim import make_optimizer
 from jaxcnn.training.parallel import make_parallel
 from jaxcnn.training.state import init_train_state
-from jaxcnn.training.step import make_train_step
+from jaxcnn.training.step import make_train_step, scan_steps, steps_per_dispatch
 
 # name: (registered model, constructor fields, image shape, default batch on CPU)
 CASES = {
@@ -62,9 +63,11 @@ def _sgd_config() -> ml_collections.ConfigDict:
 
 
 def jaxcnn_step(
-    case: str, batch_size: int, dtype: str = "float32"
-) -> tuple[Callable[[], None], float, float, int]:
-    """(run one step and wait, compile seconds, FLOPs per step, parameters) of jaxcnn's step."""
+    case: str, batch_size: int, dtype: str = "float32", requested_steps_per_dispatch: int = 0
+) -> tuple[Callable[[], None], int, float, float, int]:
+    """(run one dispatch and wait, its train steps, compile seconds, FLOPs per step,
+    parameters) of jaxcnn's step, compiled as the training loop runs it: several steps per
+    dispatch where ``steps_per_dispatch`` says so (0 = the backend's default)."""
     name, fields, image_shape, _ = CASES[case]
     model = models.create(name, NUM_CLASSES, dtype=jnp.dtype(dtype), **fields)
     schedule = lambda step: 0.1  # noqa: E731
@@ -78,9 +81,12 @@ def jaxcnn_step(
             "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
         }
     )
-    step = parallel.compile_train(make_train_step(model, tx, schedule))
+    train_step = make_train_step(model, tx, schedule)
+    steps = steps_per_dispatch(requested_steps_per_dispatch)
+    dispatched = parallel.compile_train(scan_steps(train_step) if steps > 1 else train_step)
+    batches = parallel.stack_batches([batch] * steps) if steps > 1 else batch
     start = time.perf_counter()
-    compiled = step.lower(state, batch).compile()
+    compiled = dispatched.lower(state, batches).compile()
     compile_secs = time.perf_counter() - start
     with conv.use_impl("xla"):  # a fresh trace, in which every convolution is XLA's to count
         counted = parallel.compile_train(make_train_step(model, tx, schedule))
@@ -91,10 +97,10 @@ def jaxcnn_step(
     holder = {"state": state}
 
     def run() -> None:
-        holder["state"], metrics = compiled(holder["state"], batch)
+        holder["state"], metrics = compiled(holder["state"], batches)
         jax.block_until_ready(metrics)
 
-    return run, compile_secs, flops, num_params
+    return run, steps, compile_secs, flops, num_params
 
 
 def torch_step(case: str, batch_size: int) -> tuple[Callable[[], None], int] | None:
@@ -109,11 +115,11 @@ def torch_step(case: str, batch_size: int) -> tuple[Callable[[], None], int] | N
     return step, torch_models.num_params(model)
 
 
-def images_per_sec(run: Callable[[], None], batch_size: int, steps: int) -> float:
+def images_per_sec(run: Callable[[], None], images_per_run: int, runs: int) -> float:
     start = time.perf_counter()
-    for _ in range(steps):
+    for _ in range(runs):
         run()
-    return steps * batch_size / (time.perf_counter() - start)
+    return runs * images_per_run / (time.perf_counter() - start)
 
 
 def benchmark(
@@ -124,20 +130,30 @@ def benchmark(
     with_torch: bool = True,
     dtype: str = "float32",
     compare_conv_impls: Sequence[str] = (),
+    steps_per_dispatch: int = 0,
+    compare_steps_per_dispatch: Sequence[int] = (),
 ) -> dict:
-    """One case: jaxcnn's step, its PyTorch twin (``with_torch``) and the same step with each
-    convolution implementation in ``compare_conv_impls``, in alternating windows."""
-    run_jax, compile_secs, flops, jax_params = jaxcnn_step(case, batch_size, dtype)
-    other_runs = {}
+    """One case: jaxcnn's step, its PyTorch twin (``with_torch``) and variants of jaxcnn's step
+    (each convolution implementation in ``compare_conv_impls``, each number of steps per
+    dispatch in ``compare_steps_per_dispatch``), in alternating windows of at least ``steps``
+    train steps each."""
+    run_jax, jax_steps, compile_secs, flops, jax_params = jaxcnn_step(
+        case, batch_size, dtype, steps_per_dispatch
+    )
+    variants = {}  # label: (run, steps per run)
     for impl in compare_conv_impls:
         with conv.use_impl(impl):
-            other_runs[impl], *_ = jaxcnn_step(case, batch_size, dtype)
-        other_runs[impl]()  # warm-up
+            run, run_steps, *_ = jaxcnn_step(case, batch_size, dtype, steps_per_dispatch)
+        variants[f"conv_impl={impl}"] = run, run_steps
+    for other_steps in compare_steps_per_dispatch:
+        run, run_steps, *_ = jaxcnn_step(case, batch_size, dtype, other_steps)
+        variants[f"steps_per_dispatch={other_steps}"] = run, run_steps
     # The PyTorch twin runs in float32 only: its CPU bfloat16 path is not what users train with.
     twin = torch_step(case, batch_size) if with_torch and dtype == "float32" else None
-    run_jax()  # warm-up
+    for run, _ in [(run_jax, jax_steps), *variants.values()]:
+        run()  # warm-up
     jax_rates, torch_rates = [], []
-    other_rates = {impl: [] for impl in other_runs}
+    variant_rates = {label: [] for label in variants}
     if twin:
         run_torch, torch_params = twin
         if torch_params != jax_params:
@@ -145,12 +161,16 @@ def benchmark(
                 f"{case}: PyTorch twin has {torch_params:,} parameters, jaxcnn {jax_params:,}"
             )
         run_torch()
+
+    def window(run: Callable[[], None], steps_per_run: int) -> float:
+        return images_per_sec(run, batch_size * steps_per_run, math.ceil(steps / steps_per_run))
+
     for _ in range(windows):
-        jax_rates.append(images_per_sec(run_jax, batch_size, steps))
+        jax_rates.append(window(run_jax, jax_steps))
         if twin:
-            torch_rates.append(images_per_sec(run_torch, batch_size, steps))
-        for impl, run in other_runs.items():
-            other_rates[impl].append(images_per_sec(run, batch_size, steps))
+            torch_rates.append(window(run_torch, 1))
+        for label, (run, run_steps) in variants.items():
+            variant_rates[label].append(window(run, run_steps))
     device = jax.devices()[0]
     peak = hardware.peak_flops(device.device_kind, dtype) if device.platform != "cpu" else None
     jax_rate = statistics.median(jax_rates)
@@ -158,6 +178,7 @@ def benchmark(
         "case": case,
         "dtype": dtype,
         "conv_impl": conv.impl_in_use(),  # the main jaxcnn column's
+        "steps_per_dispatch": jax_steps,
         "batch_size": batch_size,
         "parameters": jax_params,
         "compile_secs": compile_secs,
@@ -168,10 +189,10 @@ def benchmark(
         "mfu": flops * jax_rate / batch_size / peak if peak and math.isfinite(flops) else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
-    if other_runs:
-        result["other_conv_impls"] = {
-            impl: {"images_per_sec": statistics.median(rates), "window_images_per_sec": rates}
-            for impl, rates in other_rates.items()
+    if variants:
+        result["variants"] = {
+            label: {"images_per_sec": statistics.median(rates), "window_images_per_sec": rates}
+            for label, rates in variant_rates.items()
         }
     if twin:
         result["torch_images_per_sec"] = statistics.median(torch_rates)
@@ -195,10 +216,10 @@ def end_to_end(data_dir: str, steps: int, log_every_steps: int, batch_size: int)
     from jaxcnn.training.loop import train_and_evaluate
     from jaxcnn.training.writers import METRICS_FILE
 
-    run_bare, *_ = jaxcnn_step("resnet20", batch_size)
+    run_bare, bare_steps, *_ = jaxcnn_step("resnet20", batch_size)
     run_bare()
-    window_steps = max(1, log_every_steps // 5)
-    before = images_per_sec(run_bare, batch_size, window_steps)
+    runs = max(1, log_every_steps // bare_steps)
+    before = images_per_sec(run_bare, batch_size * bare_steps, runs)
     config = base_config()
     config.model.name = "resnet20"
     config.dataset.name = "cifar10_jpeg"
@@ -219,7 +240,7 @@ def end_to_end(data_dir: str, steps: int, log_every_steps: int, batch_size: int)
         for record in map(json.loads, lines)
         if record.get("split") == "train" and "images_per_sec" in record
     ][1:]
-    after = images_per_sec(run_bare, batch_size, window_steps)
+    after = images_per_sec(run_bare, batch_size * bare_steps, runs)
     bare = (before + after) / 2
     loop = statistics.mean(rates)
     return {
@@ -239,7 +260,9 @@ def main() -> None:
     )
     parser.add_argument("--batch", type=int, default=0, help="0 = each case's default")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per framework")
-    parser.add_argument("--steps", type=int, default=5, help="steps per timed window")
+    parser.add_argument(
+        "--steps", type=int, default=5, help="train steps per timed window (at least)"
+    )
     parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
     parser.add_argument("--skip_torch", action="store_true", help="time jaxcnn only")
     parser.add_argument(
@@ -253,6 +276,17 @@ def main() -> None:
         default="",
         help=f"also time jaxcnn's step with these conv_impls (comma-separated, of "
         f"{', '.join(conv.IMPL_CHOICES)})",
+    )
+    parser.add_argument(
+        "--steps_per_dispatch",
+        type=int,
+        default=0,
+        help="jaxcnn's train steps per compiled call, as the config field (0 = auto)",
+    )
+    parser.add_argument(
+        "--compare_steps_per_dispatch",
+        default="",
+        help="also time jaxcnn's step with these steps_per_dispatch (comma-separated)",
     )
     parser.add_argument(
         "--quick", action="store_true", help="smoke run: batch <= 8, one window of one step"
@@ -279,6 +313,11 @@ def main() -> None:
         for impl in compare_conv_impls:
             conv.check_impl(impl)
         conv.set_impl(args.conv_impl)
+        compare_steps = [int(n) for n in args.compare_steps_per_dispatch.split(",") if n]
+        for n in [args.steps_per_dispatch, *compare_steps]:
+            steps_per_dispatch(n)
+    except ValueError as error:
+        parser.exit(2, f"error: --compare_steps_per_dispatch: {error}\n")
     except UserError as error:
         parser.exit(2, f"error: {error}\n")
 
@@ -288,10 +327,10 @@ def main() -> None:
     if not args.skip_torch and not with_torch:
         print("# torch is not installed (pip install -e '.[bench]'): PyTorch columns skipped")
     print(
-        "| case | batch | params | compile s | GFLOP/step | peak RSS MiB | MFU "
-        "| jaxcnn img/s | PyTorch img/s | ratio | jaxcnn, other conv_impl img/s |"
+        "| case | batch | params | steps/dispatch | compile s | GFLOP/step | peak RSS MiB | MFU "
+        "| jaxcnn img/s | PyTorch img/s | ratio | jaxcnn variants img/s |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     output = Path(args.output or RESULTS / f"train_step_{jax.devices()[0].platform}.json")
     output.parent.mkdir(parents=True, exist_ok=True)
     results = []
@@ -307,15 +346,18 @@ def main() -> None:
             with_torch,
             args.dtype,
             compare_conv_impls,
+            args.steps_per_dispatch,
+            compare_steps,
         )
         results.append(r)
         torch_rate = r.get("torch_images_per_sec")
         others = "; ".join(
-            f"{impl}: {other['images_per_sec']:,.1f}"
-            for impl, other in r.get("other_conv_impls", {}).items()
+            f"{label}: {variant['images_per_sec']:,.1f}"
+            for label, variant in r.get("variants", {}).items()
         )
         print(
-            f"| {case} | {r['batch_size']} | {r['parameters']:,} | {r['compile_secs']:.1f} | "
+            f"| {case} | {r['batch_size']} | {r['parameters']:,} | {r['steps_per_dispatch']} | "
+            f"{r['compile_secs']:.1f} | "
             f"{r['flops_per_step'] / 1e9:.2f} | {r['peak_rss_mib']:,.0f} | "
             f"{f'{mfu:.1%}' if (mfu := r['mfu']) else '–'} | "
             f"{r['jaxcnn_images_per_sec']:,.1f} | "

@@ -10,6 +10,9 @@ from typing import Any
 
 # TensorFlow (tf.data) logs its CPU feature notes from C++ at import; keep the console for ours.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow 2.21 announces its oneDNN graph rewrites on stderr whatever the log level. They
+# speed up TF's own model ops, none of which jaxcnn runs (tf.data only decodes and augments).
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 import ml_collections  # noqa: E402
 from absl import app, flags, logging  # noqa: E402

@@ -83,6 +83,9 @@ def base_config() -> ml_collections.ConfigDict:
     # | xla (XLA's own) | auto (onednn on one CPU device where it builds, taps on other CPU
     # set-ups, xla on GPU/TPU). See jaxcnn/models/conv.py.
     config.conv_impl = "auto"
+    # Train steps per compiled call (a lax.scan over that many batches); 0 = auto: 8 on CPU,
+    # where it saves XLA re-allocating the step's buffers each call, 1 on GPU/TPU.
+    config.steps_per_dispatch = 0
     # Training metrics (console, metrics.jsonl, TensorBoard) every N steps or T seconds.
     config.log_every_secs = 5.0
     config.log_every_steps = 50

@@ -8,6 +8,7 @@ import json
 import pytest
 
 from jaxcnn.models import conv
+from jaxcnn.training.step import steps_per_dispatch
 
 from conftest import run_cli
 
@@ -22,9 +23,10 @@ def test_train_step_benchmark_smoke_run(tmp_path):
         f"--output={output}",
     )
     assert result.returncode == 0, result.stderr
-    assert "| resnet20 | 8 | 269,722 |" in result.stdout
     report = json.loads(output.read_text())
     (row,) = report["results"]
+    assert row["steps_per_dispatch"] == steps_per_dispatch(0)  # as the training loop runs it
+    assert f"| resnet20 | 8 | 269,722 | {row['steps_per_dispatch']} |" in result.stdout
     assert row["parameters"] == 269_722
     assert row["jaxcnn_images_per_sec"] > 0 and row["flops_per_step"] > 0
     assert row["conv_impl"] == conv.impl_in_use()  # auto: oneDNN on one CPU device
@@ -39,17 +41,34 @@ def test_train_step_benchmark_smoke_run(tmp_path):
     assert row["torch_images_per_sec"] > 0
 
 
-def test_benchmark_times_other_convolutions_alongside(monkeypatch):
+def test_benchmark_times_variants_alongside(monkeypatch):
     from benchmarks import train_step
 
     monkeypatch.setitem(train_step.CASES, "tiny", ("lenet5", {}, (32, 32, 1), 8))
     row = train_step.benchmark(
-        "tiny", 8, 2, 1, with_torch=False, compare_conv_impls=("taps", "xla")
+        "tiny",
+        8,
+        2,
+        3,
+        with_torch=False,
+        compare_conv_impls=("taps", "xla"),
+        steps_per_dispatch=2,
+        compare_steps_per_dispatch=(1,),
     )
     assert row["conv_impl"] == conv.impl_in_use()  # the default ...
-    for impl in ("taps", "xla"):  # ... and the same step with each other implementation
-        assert len(row["other_conv_impls"][impl]["window_images_per_sec"]) == 2
-        assert row["other_conv_impls"][impl]["images_per_sec"] > 0
+    assert row["steps_per_dispatch"] == 2
+    # ... and the same step with each other implementation, and one step per dispatch.
+    labels = {"conv_impl=taps", "conv_impl=xla", "steps_per_dispatch=1"}
+    assert set(row["variants"]) == labels
+    for variant in row["variants"].values():
+        assert len(variant["window_images_per_sec"]) == 2
+        assert variant["images_per_sec"] > 0
+
+
+def test_negative_steps_per_dispatch_is_one_line():
+    result = run_cli("benchmarks.train_step", "--steps_per_dispatch=-1")
+    assert result.returncode == 2
+    assert result.stderr.strip() == "error: steps_per_dispatch must be 0 (auto) or more, not -1"
 
 
 def test_unavailable_conv_impl_is_one_line():

@@ -66,27 +66,35 @@ def optimizer():
     return optax.sgd(LEARNING_RATE, momentum=0.9)
 
 
-def train_for_steps(parallel, state, batches):
-    """Train from the host ``state`` on ``batches`` (global numpy batches) with ``parallel``.
+def train_for_steps(parallel, state, batches, *, scanned: bool = False):
+    """Train from the host ``state`` on ``batches`` (global numpy batches) with ``parallel``:
+    one call per step, or with ``scanned`` all the steps in one call (``scan_steps``).
 
-    Returns the final state (on device) and the per-step metrics on the host.
+    Returns the final state (on device) and the per-step losses on the host.
     """
+    import numpy as np
     import optax
 
-    from jaxcnn.training.step import make_train_step
+    from jaxcnn.training.step import make_train_step, scan_steps
 
     model = tiny_resnet(parallel.axis_name)
-    train_step = parallel.compile_train(
-        make_train_step(
-            model, optimizer(), optax.constant_schedule(LEARNING_RATE), axis_name=parallel.axis_name
-        )
+    train_step = make_train_step(
+        model, optimizer(), optax.constant_schedule(LEARNING_RATE), axis_name=parallel.axis_name
     )
     state = parallel.from_checkpoint(state)
-    metrics = []
-    for batch in batches:
-        state, step_metrics = train_step(state, parallel.shard_batch(batch))
-        metrics.append(step_metrics)
-    return state, parallel.metrics_to_host(metrics)
+    sharded = [parallel.shard_batch(batch) for batch in batches]
+    if scanned:
+        train_steps = parallel.compile_train(scan_steps(train_step))
+        state, metrics = train_steps(state, parallel.stack_batches(sharded))
+        metrics = [metrics]
+    else:
+        train_step = parallel.compile_train(train_step)
+        metrics = []
+        for batch in sharded:
+            state, step_metrics = train_step(state, batch)
+            metrics.append(step_metrics)
+    host = parallel.metrics_to_host(metrics)
+    return state, [float(loss) for m in host for loss in np.ravel(m["loss"])]
 
 
 def random_batches(num_steps: int, batch_size: int, image_shape) -> list[dict]:
@@ -130,15 +138,17 @@ def _compare_strategies() -> dict:
     }
     results = {}
     for name, parallel in strategies.items():
-        trained, metrics = train_for_steps(parallel, state, batches)
-        host_state = jax.device_get(parallel.for_checkpoint(trained))
-        results[name] = {
-            "variables": (host_state.params, host_state.batch_stats),
-            "loss": [float(m["loss"]) for m in metrics],
-            "sharded_leaves": sum(
-                not leaf.sharding.is_fully_replicated for leaf in jax.tree.leaves(trained.params)
-            ),
-        }
+        for scanned in (False, True):
+            trained, losses = train_for_steps(parallel, state, batches, scanned=scanned)
+            host_state = jax.device_get(parallel.for_checkpoint(trained))
+            results[f"{name}_scanned" if scanned else name] = {
+                "variables": (host_state.params, host_state.batch_stats),
+                "loss": losses,
+                "sharded_leaves": sum(
+                    not leaf.sharding.is_fully_replicated
+                    for leaf in jax.tree.leaves(trained.params)
+                ),
+            }
     reference = results.pop("one_device")
     return {
         "reference_loss": reference["loss"],
@@ -172,7 +182,19 @@ def comparison() -> dict:
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("strategy", ["jit", "jit_shard_params", "pmap"])
+@pytest.mark.parametrize(
+    "strategy",
+    [
+        "jit",
+        "jit_shard_params",
+        "pmap",
+        # The same steps scanned in one call (steps_per_dispatch), on 1 and 8 devices.
+        "one_device_scanned",
+        "jit_scanned",
+        "jit_shard_params_scanned",
+        "pmap_scanned",
+    ],
+)
 def test_eight_devices_make_the_update_of_one(comparison: dict, strategy: str) -> None:
     result = comparison["strategies"][strategy]
     assert result["max_variable_difference"] < TOLERANCE, result

@@ -131,6 +131,32 @@ def test_overrides_reach_model_and_optimizer(digits_data_dir, tmp_path):
     assert saved["model"]["name"] == "simple_cnn"
 
 
+def test_steps_per_dispatch_trains_the_same_steps(digits_data_dir, tmp_path):
+    """Several steps per call (a scan) give the single-step run's metrics, at the same steps."""
+    runs = {}
+    for steps in (1, 4):
+        config = quickstart_config(
+            digits_data_dir,
+            **{
+                "num_train_steps": 10,
+                "log_every_steps": 6,  # 4 scanned + 2 single steps, then 4 scanned to step 10
+                "steps_per_dispatch": steps,
+                "schedule.warmup_epochs": 0.0,
+            },
+        )
+        results = train_and_evaluate(config, str(tmp_path / str(steps)))
+        lines = (tmp_path / str(steps) / "metrics.jsonl").read_text().splitlines()
+        train = [r for r in map(json.loads, lines) if r["split"] == "train"]
+        runs[steps] = results, train
+    (single, single_train), (scanned, scanned_train) = runs[1], runs[4]
+    assert [r["step"] for r in scanned_train] == [r["step"] for r in single_train] == [6, 10]
+    for a, b in zip(single_train, scanned_train, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-4)
+        assert b["learning_rate"] == pytest.approx(a["learning_rate"])
+    assert scanned["eval"]["loss"] == pytest.approx(single["eval"]["loss"], rel=1e-4)
+    assert scanned["step"] == single["step"] == 10
+
+
 @pytest.mark.parametrize(
     ("override", "expected"),
     [
@@ -140,6 +166,7 @@ def test_overrides_reach_model_and_optimizer(digits_data_dir, tmp_path):
         ("--config.optimizer.name=lion", "unknown optimizer.name 'lion'; valid choices: adamw"),
         ("--config.batch_size=many", "--config.batch_size=many"),
         ("--config.conv_impl=fast", "unknown conv_impl 'fast'; valid choices: auto, onednn, taps"),
+        ("--config.steps_per_dispatch=-2", "steps_per_dispatch must be 0 (auto) or more, not -2"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(override, expected, digits_data_dir, tmp_path):

@@ -30,7 +30,12 @@ from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.optim import check_names, make_optimizer, make_schedule
 from jaxcnn.training.parallel import make_parallel, tree_add
 from jaxcnn.training.state import init_train_state
-from jaxcnn.training.step import make_eval_step, make_train_step
+from jaxcnn.training.step import (
+    make_eval_step,
+    make_train_step,
+    scan_steps,
+    steps_per_dispatch,
+)
 from jaxcnn.training.writers import CONFIG_FILE, RESULTS_FILE, MetricWriter, console
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -129,6 +134,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     models.get_spec(config.model.name)  # the names first: they need no data
     parallel.check_batch_size("batch_size", config.batch_size)
     parallel.check_batch_size("eval_batch_size", config.eval_batch_size)
+    per_dispatch = steps_per_dispatch(config.steps_per_dispatch)
     info = data.dataset_info(config.dataset)
     model = build_model(config.model, info.num_classes, parallel.axis_name)
     steps_per_epoch, total_steps = training_steps(config, info.num_train_examples)
@@ -158,19 +164,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         f"{config.model.name} ({num_params:,} parameters) on {info.name}: {total_steps} steps of "
         f"batch {config.batch_size} on {jax.device_count()} {jax.devices()[0].platform} "
         f"device(s) in {jax.process_count()} process(es), {config.parallelism} parallelism, "
-        f"{conv.impl_in_use()} convolutions."
+        f"{conv.impl_in_use()} convolutions, up to {per_dispatch} step(s) per dispatch."
     )
 
-    train_step = parallel.compile_train(
-        make_train_step(
-            model,
-            tx,
-            schedule,
-            label_smoothing=config.label_smoothing,
-            aux_loss_weight=config.aux_loss_weight,
-            axis_name=parallel.axis_name,
-        )
+    step_fn = make_train_step(
+        model,
+        tx,
+        schedule,
+        label_smoothing=config.label_smoothing,
+        aux_loss_weight=config.aux_loss_weight,
+        axis_name=parallel.axis_name,
     )
+    # Both compile on first use; single steps run only up to a step that logs, evaluates or
+    # checkpoints, when fewer than per_dispatch steps are left before it.
+    train_step = parallel.compile_train(step_fn)
+    train_steps = parallel.compile_train(scan_steps(step_fn))
+    intervals = [config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps]
+
+    def steps_to_next_report(step: int) -> int:
+        """Steps from ``step`` to the next one that logs, evaluates, checkpoints or ends."""
+        return min([total_steps] + [(step // n + 1) * n for n in intervals if n > 0]) - step
+
     eval_step = parallel.compile_eval(make_eval_step(model, axis_name=parallel.axis_name))
 
     def evaluate() -> dict[str, float]:
@@ -203,13 +217,23 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_images_per_sec = float("nan")
     eval_metrics: dict[str, float] = {}
     with _StopRequests() as stop:
-        for step in range(start_step + 1, total_steps + 1):
-            state, metrics = train_step(state, next(batches))
+        step = start_step
+        while step < total_steps:
+            n = per_dispatch if steps_to_next_report(step) >= per_dispatch else 1
+            if n > 1:
+                stacked = parallel.stack_batches([next(batches) for _ in range(n)])
+                state, metrics = train_steps(state, stacked)
+            else:
+                state, metrics = train_step(state, next(batches))
+            first, step = step + 1, step + n
             pending.append(metrics)
-            window_steps += 1
+            window_steps += n
             is_last = step == total_steps
             do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
-            stopping = stop.signum is not None or checkpointer.reached_preemption(step)
+            # Every step number goes to the preemption check, so that all processes see the
+            # step they agreed to stop at.
+            preempted = [checkpointer.reached_preemption(s) for s in range(first, step + 1)]
+            stopping = stop.signum is not None or any(preempted)
             do_checkpoint = is_last or stopping or step % config.checkpoint_every_steps == 0
             if (
                 do_eval
@@ -219,7 +243,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             ):
                 host = parallel.metrics_to_host(pending)
                 now = time.perf_counter()  # after the fetch, which waits for the steps to finish
-                means = {k: float(np.mean([m[k] for m in host])) for k in host[0]}
+                means = {
+                    k: float(np.mean(np.concatenate([np.ravel(m[k]) for m in host])))
+                    for k in host[0]
+                }
                 train_images_per_sec = window_steps * config.batch_size / (now - window_start)
                 means["images_per_sec"] = train_images_per_sec
                 writer.write(step, "train", means)

@@ -1,8 +1,8 @@
 """Data parallelism over every device of every process: ``jit`` over a mesh, or ``pmap``.
 
 Both strategies compile the same step functions (jaxcnn.training.step) and expose the same
-small interface to the loop: place the state, shard a batch, compile the steps, and hand
-single-copy state to the checkpointer.
+small interface to the loop: place the state, shard a batch, stack batches for several steps
+per call, compile the steps, and hand single-copy state to the checkpointer.
 
 - ``jit`` (default): one program over a 1-D ``data`` mesh of all devices (Auto axis type, so
   ordinary model code needs no sharding annotations). Batches are global arrays sharded along
@@ -15,6 +15,7 @@ single-copy state to the checkpointer.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -42,6 +43,10 @@ def _check_divisible(name: str, batch_size: int, devices: int) -> None:
 def to_host(tree: Any) -> Any:
     """Fetch replicated values to numpy (works for arrays not fully addressable, too)."""
     return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+
+
+def _stack(*trees: Any, axis: int) -> Any:
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves, axis), *trees)
 
 
 def _fsdp_spec(shape: tuple[int, ...], num_shards: int) -> PartitionSpec:
@@ -72,6 +77,8 @@ class JitParallel:
         self.shard_params = shard_params
         self.replicated = NamedSharding(self.mesh, PartitionSpec())
         self.data = NamedSharding(self.mesh, PartitionSpec(DATA_AXIS))
+        steps_data = NamedSharding(self.mesh, PartitionSpec(None, DATA_AXIS))
+        self._stack = jax.jit(functools.partial(_stack, axis=0), out_shardings=steps_data)
 
     def check_batch_size(self, name: str, batch_size: int) -> None:
         _check_divisible(name, batch_size, self.mesh.size)
@@ -96,6 +103,10 @@ class JitParallel:
         return {
             k: jax.make_array_from_process_local_data(self.data, v) for k, v in local_batch.items()
         }
+
+    def stack_batches(self, batches: Sequence[dict[str, jax.Array]]) -> dict[str, jax.Array]:
+        """Sharded batches stacked along a new leading axis of steps (for ``scan_steps``)."""
+        return self._stack(*batches)
 
     def compile_train(self, train_step: Callable) -> Callable:
         def step(state: TrainState, batch: dict[str, jax.Array]) -> tuple[TrainState, Any]:
@@ -137,6 +148,7 @@ class PmapParallel:
         self.num_local = jax.local_device_count()
         mesh = Mesh(np.asarray(jax.local_devices()), (PMAP_AXIS,), axis_types=(AxisType.Auto,))
         self.stacked = NamedSharding(mesh, PartitionSpec(PMAP_AXIS))
+        self._stack = jax.jit(functools.partial(_stack, axis=1), out_shardings=self.stacked)
 
     def check_batch_size(self, name: str, batch_size: int) -> None:
         _check_divisible(name, batch_size, jax.device_count())
@@ -157,6 +169,10 @@ class PmapParallel:
             {k: v.reshape(self.num_local, -1, *v.shape[1:]) for k, v in local_batch.items()},
             self.stacked,
         )
+
+    def stack_batches(self, batches: Sequence[dict[str, jax.Array]]) -> dict[str, jax.Array]:
+        """Batches stacked along a new axis of steps after the device axis."""
+        return self._stack(*batches)
 
     def compile_train(self, train_step: Callable) -> Callable:
         return jax.pmap(train_step, axis_name=PMAP_AXIS, donate_argnums=0)

@@ -3,6 +3,7 @@
 One definition serves both parallel paths. Under ``jit`` over a device mesh the batch is one
 global array and means are global; under ``pmap`` each device sees its slice and ``axis_name``
 names the device axis over which gradients, BatchNorm statistics and metrics are averaged.
+``scan_steps`` runs several train steps in one compiled call (``steps_per_dispatch``).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxcnn.errors import UserError
 from jaxcnn.training.state import TrainState
 
 Batch = dict[str, jax.Array]
@@ -84,6 +86,32 @@ def make_train_step(
         return new_state, metrics
 
     return train_step
+
+
+# On the CPU, XLA allocates a compiled call's temporary buffers (a train step's activations,
+# ~290 MB for ResNet-20 at batch 128) afresh on every call, and glibc maps them in from zeroed
+# pages each time; a scan over several steps allocates them once per call (BENCHMARKS.md,
+# "Steps per dispatch"). Accelerators keep a caching allocator and gain nothing.
+_AUTO_STEPS_PER_DISPATCH = {"cpu": 8}
+
+
+def steps_per_dispatch(requested: int) -> int:
+    """Train steps per compiled call: ``requested``, or if 0 the default for this backend."""
+    if requested < 0:
+        raise UserError(f"steps_per_dispatch must be 0 (auto) or more, not {requested}")
+    return requested or _AUTO_STEPS_PER_DISPATCH.get(jax.default_backend(), 1)
+
+
+def scan_steps(
+    train_step: Callable[[TrainState, Batch], tuple[TrainState, Metrics]],
+) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
+    """``train_steps(state, batches) -> (state, metrics)``: ``train_step`` over each batch of
+    ``batches`` (arrays with a leading axis of steps) in turn; metrics gain that leading axis."""
+
+    def train_steps(state: TrainState, batches: Batch) -> tuple[TrainState, Metrics]:
+        return jax.lax.scan(train_step, state, batches)
+
+    return train_steps
 
 
 def make_eval_step(

@@ -224,7 +224,7 @@ def test_quickstart_on_two_processes_resumes_on_one(tmp_path: Path, digits_data_
         workdir, digits_data_dir, "--config.num_train_steps=4", launcher=two_processes, devices=2
     )
     assert console.count("4 cpu device(s) in 2 process(es)") == 1  # process 0 alone prints
-    assert "parallelism, taps convolutions." in console  # oneDNN's call is not partitioned
+    assert "parallelism, taps convolutions," in console  # oneDNN's call is not partitioned
     assert trained["step"] == 4
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert sorted((r["step"], r["split"]) for r in records) == [(4, "eval"), (4, "train")]
@@ -236,7 +236,7 @@ def test_quickstart_on_two_processes_resumes_on_one(tmp_path: Path, digits_data_
     )
     assert "Resuming from the checkpoint at step 4." in console
     assert "1 cpu device(s) in 1 process(es)" in console
-    assert f"parallelism, {conv.impl_in_use()} convolutions." in console  # onednn, if built
+    assert f"parallelism, {conv.impl_in_use()} convolutions," in console  # onednn, if built
     assert restored["eval"]["num_examples"] == trained["eval"]["num_examples"]
     assert restored["eval"]["accuracy"] == trained["eval"]["accuracy"]
     assert restored["eval"]["loss"] == pytest.approx(trained["eval"]["loss"], abs=TOLERANCE)

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from jaxcnn.cli import load_config_file
+from jaxcnn.training import loop
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.loop import build_model, train_and_evaluate
 
@@ -131,8 +132,21 @@ def test_overrides_reach_model_and_optimizer(digits_data_dir, tmp_path):
     assert saved["model"]["name"] == "simple_cnn"
 
 
-def test_steps_per_dispatch_trains_the_same_steps(digits_data_dir, tmp_path):
+def test_steps_per_dispatch_trains_the_same_steps(digits_data_dir, tmp_path, monkeypatch):
     """Several steps per call (a scan) give the single-step run's metrics, at the same steps."""
+    scanned_lengths = []  # leading axis of each batch stack the scanned step is traced with
+    scan_steps = loop.scan_steps
+
+    def recording_scan_steps(train_step):
+        scanned = scan_steps(train_step)
+
+        def train_steps(state, batches):
+            scanned_lengths.append(batches["label"].shape[0])
+            return scanned(state, batches)
+
+        return train_steps
+
+    monkeypatch.setattr(loop, "scan_steps", recording_scan_steps)
     runs = {}
     for steps in (1, 4):
         config = quickstart_config(
@@ -148,6 +162,7 @@ def test_steps_per_dispatch_trains_the_same_steps(digits_data_dir, tmp_path):
         lines = (tmp_path / str(steps) / "metrics.jsonl").read_text().splitlines()
         train = [r for r in map(json.loads, lines) if r["split"] == "train"]
         runs[steps] = results, train
+    assert scanned_lengths == [4]  # only the second run scans, always over 4 batches
     (single, single_train), (scanned, scanned_train) = runs[1], runs[4]
     assert [r["step"] for r in scanned_train] == [r["step"] for r in single_train] == [6, 10]
     for a, b in zip(single_train, scanned_train, strict=True):

@@ -88,10 +88,10 @@ def train_for_steps(parallel, state, batches, *, scanned: bool = False):
         state, metrics = train_steps(state, parallel.stack_batches(sharded))
         metrics = [metrics]
     else:
-        train_step = parallel.compile_train(train_step)
+        compiled_step = parallel.compile_train(train_step)
         metrics = []
         for batch in sharded:
-            state, step_metrics = train_step(state, batch)
+            state, step_metrics = compiled_step(state, batch)
             metrics.append(step_metrics)
     host = parallel.metrics_to_host(metrics)
     return state, [float(loss) for m in host for loss in np.ravel(m["loss"])]

@@ -42,7 +42,8 @@ def base_config() -> ml_collections.ConfigDict:
     # default (the preset's) | none | flip | crop | crop_flip (pad, random crop, flip) |
     # inception_crop (random-resized crop + flip; eval resizes and center-crops; streaming only)
     config.dataset.augment = "default"
-    config.dataset.crop_padding = 4  # zero padding of crop and crop_flip, in pixels
+    config.dataset.crop_padding = 4  # padding of crop and crop_flip, in pixels ...
+    config.dataset.crop_fill = "zeros"  # ... filled with zeros | reflect (mirrored edge pixels)
     config.dataset.randaugment_layers = 0  # RandAugment operations per image; 0 = off (streaming)
     config.dataset.randaugment_magnitude = 9.0  # 0-10
     config.dataset.erase_prob = 0.0  # random erasing probability per image
@@ -65,16 +66,34 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.b2 = 0.999  # adamw
     config.optimizer.weight_decay = 0.0  # on kernels only (not biases or norm parameters)
     config.optimizer.grad_clip_norm = 0.0  # clip the global gradient norm; 0 = off
+    # Per-parameter update factors, "REGEX=FACTOR,..." matched against parameter paths such as
+    # "block1/conv/kernel" (first match wins); a factor of 0 freezes the parameter.
+    config.optimizer.lr_multipliers = ""
 
     config.schedule = ml_collections.ConfigDict()
-    config.schedule.name = "cosine"  # cosine | constant | step
-    config.schedule.warmup_epochs = 0.0  # linear warm-up from 0
-    config.schedule.end_factor = 0.0  # cosine: final learning rate / peak
+    config.schedule.name = "cosine"  # cosine | linear | constant | step
+    config.schedule.warmup_epochs = 0.0  # linear warm-up ...
+    config.schedule.warmup_init_factor = 0.0  # ... from this fraction of the peak
+    config.schedule.end_factor = 0.0  # cosine, linear: final learning rate / peak
     config.schedule.step_epochs = ()  # step: epochs at which the rate is multiplied ...
     config.schedule.step_factor = 0.1  # ... by this factor
 
     config.label_smoothing = 0.0  # mix this much of the uniform distribution into targets
     config.aux_loss_weight = 0.3  # weight of auxiliary classifier losses (GoogLeNet)
+
+    # Exponential moving average of the weights and BatchNorm statistics, evaluated beside the
+    # trained weights (results.json reports the EMA's). Each update: ema += (1 - d) (w - ema).
+    config.ema = ml_collections.ConfigDict()
+    config.ema.decay = 0.0  # d; 0 = off
+    # none | count: d_n = min(d, (1 + n) / (10 + n)) at step n (TF's and timm's warm-up) |
+    # cubic: d_n = d (n / total_steps)^3 (airbench's Lookahead)
+    config.ema.warmup = "none"
+    config.ema.every_steps = 1  # update the average every N steps
+    config.ema.lookahead = False  # after each update, reset the trained weights to the average
+
+    # Test-time augmentation at evaluation, averaging logits: none | flip (mirror) |
+    # flip+translate (mirror, and both shifted by one pixel up-left and down-right)
+    config.eval_tta = "none"
 
     config.parallelism = "jit"  # jit (one program over a device mesh) | pmap
     config.shard_params = False  # jit: split params and optimizer state over devices (FSDP)

@@ -4,7 +4,13 @@ Importing this package does not import TensorFlow: the device-resident pipeline 
 The streaming pipeline's host iterators (``train_iterator``, ``eval_iterator``) load it on use.
 """
 
-from jaxcnn.data.batches import dataset_info, eval_batches, prefetch, train_batches
+from jaxcnn.data.batches import (
+    dataset_info,
+    eval_batches,
+    first_train_images,
+    prefetch,
+    train_batches,
+)
 from jaxcnn.data.presets import PRESETS, DatasetPreset
 from jaxcnn.data.spec import DatasetInfo
 
@@ -15,6 +21,7 @@ __all__ = [
     "dataset_info",
     "eval_batches",
     "eval_iterator",
+    "first_train_images",
     "prefetch",
     "train_batches",
     "train_iterator",

@@ -34,9 +34,11 @@ def _split(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
     return tf.unstack(tf.random.experimental.stateless_split(seed, n))
 
 
-def random_crop(image: tf.Tensor, seed: tf.Tensor, padding: int) -> tf.Tensor:
-    """Zero-pad by ``padding`` pixels and crop back to the original size at a uniform offset."""
-    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]])
+def random_crop(image: tf.Tensor, seed: tf.Tensor, padding: int, fill: str = "zeros") -> tf.Tensor:
+    """Pad by ``padding`` pixels (zeros, or the edge mirrored with ``fill='reflect'``) and crop
+    back to the original size at a uniform offset."""
+    mode = "REFLECT" if fill == "reflect" else "CONSTANT"
+    padded = tf.pad(image, [[padding, padding], [padding, padding], [0, 0]], mode=mode)
     return tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)
 
 
@@ -45,20 +47,22 @@ def random_flip(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
     return tf.image.stateless_random_flip_left_right(image, seed=seed)
 
 
-def random_crop_flip(image: tf.Tensor, seed: tf.Tensor, padding: int) -> tf.Tensor:
+def random_crop_flip(
+    image: tf.Tensor, seed: tf.Tensor, padding: int, fill: str = "zeros"
+) -> tf.Tensor:
     """:func:`random_crop`, then :func:`random_flip`."""
     crop_seed, flip_seed = _split(seed, 2)
-    return random_flip(random_crop(image, crop_seed, padding), flip_seed)
+    return random_flip(random_crop(image, crop_seed, padding, fill), flip_seed)
 
 
-def get_augment(name: str, *, crop_padding: int) -> Augment | None:
+def get_augment(name: str, *, crop_padding: int, crop_fill: str = "zeros") -> Augment | None:
     """The geometric augmentation ``name`` on a decoded image (None when there is none to do
     there: 'none', and 'inception_crop', which crops while decoding)."""
     choices: dict[str, Augment | None] = {
         "none": None,
         "flip": random_flip,
-        "crop": lambda image, seed: random_crop(image, seed, crop_padding),
-        "crop_flip": lambda image, seed: random_crop_flip(image, seed, crop_padding),
+        "crop": lambda image, seed: random_crop(image, seed, crop_padding, crop_fill),
+        "crop_flip": lambda image, seed: random_crop_flip(image, seed, crop_padding, crop_fill),
         "inception_crop": random_flip,
     }
     if name not in choices:

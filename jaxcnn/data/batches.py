@@ -37,6 +37,17 @@ def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
     return pipeline.dataset_info(config)
 
 
+def first_train_images(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
+    """The first ``count`` images of the train split in stored order, normalised and not
+    augmented, the same in every process: the data of a model's data-dependent initialisation
+    (``data_init``, e.g. a whitening layer fitted to image patches)."""
+    if config.pipeline == "device":
+        return device.first_train_images(config, count)
+    from jaxcnn.data import pipeline
+
+    return pipeline.first_train_images(config, count)
+
+
 def prefetch(iterator: Iterator[Any], transform: Callable[[Any], Any], size: int = 2):
     """Apply ``transform`` (the host → device copy) in a thread, ``size`` batches ahead."""
     buffer: queue.Queue = queue.Queue(maxsize=size)

@@ -132,10 +132,12 @@ def _normalize(images: jax.Array, spec: InputSpec) -> jax.Array:
     return (images - jnp.array(spec.mean)) / jnp.array(spec.std)
 
 
-def random_crop(key: jax.Array, image: jax.Array, padding: int) -> jax.Array:
-    """Zero-pad by ``padding`` pixels and crop back to the original size at a uniform offset."""
+def random_crop(key: jax.Array, image: jax.Array, padding: int, fill: str = "zeros") -> jax.Array:
+    """Pad by ``padding`` pixels (zeros, or the edge mirrored with ``fill='reflect'``) and crop
+    back to the original size at a uniform offset."""
     height, width, channels = image.shape
-    padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)))
+    mode = "reflect" if fill == "reflect" else "constant"
+    padded = jnp.pad(image, ((padding, padding), (padding, padding), (0, 0)), mode=mode)
     top, left = jax.random.randint(key, (2,), 0, 2 * padding + 1)
     return jax.lax.dynamic_slice(padded, (top, left, 0), (height, width, channels))
 
@@ -162,7 +164,7 @@ def augment_example(key: jax.Array, image: jax.Array, spec: InputSpec) -> jax.Ar
     """Augment one float image in [0, 255] and normalise it."""
     crop_key, flip_key, erase_key = jax.random.split(key, 3)
     if spec.augment in ("crop", "crop_flip"):
-        image = random_crop(crop_key, image, spec.crop_padding)
+        image = random_crop(crop_key, image, spec.crop_padding, spec.crop_fill)
     if spec.augment in ("flip", "crop_flip"):
         image = random_flip(flip_key, image)
     image = _normalize(image, spec)
@@ -224,6 +226,14 @@ def _eval_batch(
         "label": jnp.where(mask, labels[indices], 0),
         "mask": mask,
     }
+
+
+def first_train_images(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
+    """The first ``count`` train images in stored order, preprocessed as for evaluation."""
+    arrays = load_arrays(config)
+    spec = _spec(config, arrays)
+    images = _to_model_input(jnp.asarray(arrays["train_image"][:count]), spec)
+    return np.asarray(_normalize(images, spec))
 
 
 def _placement(

@@ -83,7 +83,7 @@ def _normalize(image: tf.Tensor, spec: InputSpec) -> tf.Tensor:
 
 def _train_preprocess(source: Source, spec: InputSpec):
     """``fn(seed, example) -> {'image', 'label'}``: decode, augment, normalise."""
-    augment = get_augment(spec.augment, crop_padding=spec.crop_padding)
+    augment = get_augment(spec.augment, crop_padding=spec.crop_padding, crop_fill=spec.crop_fill)
 
     def preprocess(seed: tf.Tensor, example: dict) -> dict:
         crop_seed, augment_seed, randaugment_seed, erase_seed = tf.unstack(
@@ -181,6 +181,13 @@ def eval_iterator(
     ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat(padding))
     ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
     return ds.as_numpy_iterator(), num_batches
+
+
+def first_train_images(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
+    """The first ``count`` train images in stored order, preprocessed as for evaluation."""
+    source, spec = open_dataset(config)
+    ds = source.read(spec.train_split).take(count).map(_eval_preprocess(source, spec))
+    return next(ds.batch(count).as_numpy_iterator())["image"]
 
 
 def _decoded_split(source: Source, split: str) -> tuple[np.ndarray, np.ndarray]:

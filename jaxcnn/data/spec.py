@@ -11,6 +11,7 @@ from jaxcnn.errors import UserError, unknown_choice
 
 PIPELINES = ("streaming", "device")
 AUGMENTS = ("none", "flip", "crop", "crop_flip", "inception_crop")
+CROP_FILLS = ("zeros", "reflect")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -33,6 +34,7 @@ class InputSpec:
     std: tuple[float, ...]
     augment: str  # one of AUGMENTS
     crop_padding: int
+    crop_fill: str  # one of CROP_FILLS
     randaugment_layers: int
     randaugment_magnitude: float
     erase_prob: float
@@ -95,6 +97,13 @@ def resolve_spec(
         raise unknown_choice("dataset.augment", augment, ("default", *AUGMENTS))
     if config.crop_padding < 0:
         raise UserError(f"dataset.crop_padding={config.crop_padding} must be >= 0")
+    if config.crop_fill not in CROP_FILLS:
+        raise unknown_choice("dataset.crop_fill", config.crop_fill, CROP_FILLS)
+    if config.crop_fill == "reflect" and config.crop_padding >= min(height, width):
+        raise UserError(
+            f"dataset.crop_padding={config.crop_padding} must be below the image size "
+            f"{min(height, width)} to reflect"
+        )
     _check_range("randaugment_magnitude", config.randaugment_magnitude, 0.0, 10.0)
     _check_range("erase_prob", config.erase_prob, 0.0, 1.0)
     _check_range("mixup_alpha", config.mixup_alpha, 0.0, float("inf"))
@@ -106,6 +115,7 @@ def resolve_spec(
         std=std,
         augment=augment,
         crop_padding=config.crop_padding,
+        crop_fill=config.crop_fill,
         randaugment_layers=max(0, config.randaugment_layers),
         randaugment_magnitude=config.randaugment_magnitude,
         erase_prob=config.erase_prob,

@@ -7,6 +7,7 @@
 
 # Importing a family module registers its models.
 from jaxcnn.models import (  # noqa: F401
+    airbench,
     alexnet,
     convnext,
     efficientnet,

@@ -2,14 +2,24 @@
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a run
 killed mid-save leaves the previous checkpoints intact and the half-written one is ignored.
+
+The state is stored as the dict of its fields, leaving out fields that are None (``ema``
+without an EMA), so adding an optional field to the state keeps older checkpoints restorable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+
+def _fields(state: Any) -> dict[str, Any]:
+    """The state's fields by name, without those that are None."""
+    values = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
+    return {k: v for k, v in values.items() if v is not None}
 
 
 class Checkpointer:
@@ -28,11 +38,13 @@ class Checkpointer:
         """Start saving ``state`` (asynchronously); a no-op if ``step`` is already saved."""
         if step in self._manager.all_steps():
             return
-        self._manager.save(step, args=ocp.args.StandardSave(state))
+        self._manager.save(step, args=ocp.args.StandardSave(_fields(state)))
 
     def restore(self, step: int, target: Any) -> Any:
         """The state saved at ``step``, laid out like ``target`` (arrays or shape structs)."""
-        return self._manager.restore(step, args=ocp.args.StandardRestore(target))
+        fields = _fields(target)
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(fields))
+        return target.replace(**restored)
 
     def reached_preemption(self, step: int) -> bool:
         """Whether JAX's multi-host preemption notice asks every process to save at ``step``."""

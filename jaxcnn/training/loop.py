@@ -13,6 +13,7 @@ import json
 import math
 import os
 import signal
+import subprocess
 import threading
 import time
 from typing import Any
@@ -24,13 +25,15 @@ import ml_collections
 import numpy as np
 
 from jaxcnn import data, models
-from jaxcnn.errors import unknown_choice
+from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.models import conv
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.optim import check_names, make_optimizer, make_schedule
 from jaxcnn.training.parallel import make_parallel, tree_add
 from jaxcnn.training.state import init_train_state
 from jaxcnn.training.step import (
+    check_tta,
+    ema_decay_schedule,
     make_eval_step,
     make_train_step,
     scan_steps,
@@ -126,6 +129,33 @@ def _format_duration(seconds: float) -> str:
     return str(datetime.timedelta(seconds=int(seconds)))
 
 
+def source_commit() -> str:
+    """The git commit of the jaxcnn source that runs (with ``+`` if it has local changes), or
+    '' outside a git checkout: results record what produced them."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "jaxcnn")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return commit + ("+" if dirty else "")
+
+
+def _check_ema(config: ml_collections.ConfigDict) -> None:
+    ema = config.ema
+    if not 0.0 <= ema.decay < 1.0:
+        raise UserError(f"ema.decay={ema.decay} is out of range; valid: 0 (off) to below 1")
+    if ema.every_steps < 1:
+        raise UserError(f"ema.every_steps={ema.every_steps} must be 1 or more")
+    ema_decay_schedule(ema.decay, ema.warmup, 1)  # checks the warm-up's name
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Train and evaluate as ``config`` says, in ``workdir``; returns the final results."""
     parallel = make_parallel(config.parallelism, shard_params=config.shard_params)
@@ -135,6 +165,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     parallel.check_batch_size("batch_size", config.batch_size)
     parallel.check_batch_size("eval_batch_size", config.eval_batch_size)
     per_dispatch = steps_per_dispatch(config.steps_per_dispatch)
+    _check_ema(config)
+    check_tta(config.eval_tta)
     info = data.dataset_info(config.dataset)
     model = build_model(config.model, info.num_classes, parallel.axis_name)
     steps_per_epoch, total_steps = training_steps(config, info.num_train_examples)
@@ -147,13 +179,21 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     tx = make_optimizer(config, schedule)
 
     os.makedirs(workdir, exist_ok=True)
-    init_fn = functools.partial(init_train_state, model, tx, info.image_shape, config.seed)
+    use_ema = config.ema.decay > 0
+    init_fn = functools.partial(
+        init_train_state, model, tx, info.image_shape, config.seed, ema=use_ema
+    )
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
     start_step = checkpointer.latest_step() or 0
     if start_step:
         target = parallel.checkpoint_target(jax.eval_shape(init_fn))
         state = parallel.from_checkpoint(checkpointer.restore(start_step, target))
         console(f"Resuming from the checkpoint at step {start_step}.")
+    elif hasattr(model, "data_init"):  # parameters fitted to training images, e.g. whitening
+        images = data.first_train_images(config.dataset, model.data_init_examples)
+        fitted = model.data_init(images)
+        state = parallel.init(functools.partial(init_fn, data_init_params=fitted))
+        console(f"Initialised {', '.join(fitted)} from {len(images)} training images.")
     else:
         state = parallel.init(init_fn)
     if jax.process_index() == 0:
@@ -174,6 +214,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         label_smoothing=config.label_smoothing,
         aux_loss_weight=config.aux_loss_weight,
         axis_name=parallel.axis_name,
+        ema_decay_at=(
+            ema_decay_schedule(config.ema.decay, config.ema.warmup, total_steps)
+            if use_ema
+            else None
+        ),
+        ema_every=config.ema.every_steps,
+        ema_lookahead=config.ema.lookahead,
     )
     # Both compile on first use; single steps run only up to a step that logs, evaluates or
     # checkpoints, when fewer than per_dispatch steps are left before it.
@@ -185,15 +232,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         """Steps from ``step`` to the next one that logs, evaluates, checkpoints or ends."""
         return min([total_steps] + [(step // n + 1) * n for n in intervals if n > 0]) - step
 
-    eval_step = parallel.compile_eval(make_eval_step(model, axis_name=parallel.axis_name))
+    eval_step = parallel.compile_eval(
+        make_eval_step(model, axis_name=parallel.axis_name, tta=config.eval_tta)
+    )
 
-    def evaluate() -> dict[str, float]:
+    def evaluate_weights(variables: dict[str, Any]) -> dict[str, float]:
         batches = data.eval_batches(
             config.dataset, batch_size=config.eval_batch_size, shard_batch=parallel.shard_batch
         )
         totals = None
         for batch in batches:
-            sums = eval_step(state, batch)
+            sums = eval_step(variables, batch)
             totals = sums if totals is None else tree_add(totals, sums)
         totals = parallel.metrics_to_host(totals)
         count = float(totals["count"])
@@ -202,6 +251,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             "accuracy": float(totals["correct"]) / count,
             "num_examples": count,
         }
+
+    def evaluate() -> dict[str, float]:
+        """Metrics of the trained weights, and with EMA those of the average as ``ema_*``."""
+        metrics = evaluate_weights(state.variables())
+        if use_ema:
+            ema = evaluate_weights(state.ema)
+            metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_examples"})
+        return metrics
 
     batches = data.train_batches(
         config.dataset,
@@ -260,9 +317,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                 if do_eval:
                     eval_metrics = evaluate()
                     writer.write(step, "eval", eval_metrics)
+                    ema_text = (
+                        f" | EMA loss {eval_metrics['ema_loss']:.4f} | "
+                        f"EMA accuracy {eval_metrics['ema_accuracy']:.4f}"
+                        if use_ema
+                        else ""
+                    )
                     console(
                         f"eval at step {step}: loss {eval_metrics['loss']:.4f} | "
-                        f"accuracy {eval_metrics['accuracy']:.4f} "
+                        f"accuracy {eval_metrics['accuracy']:.4f}{ema_text} "
                         f"({int(eval_metrics['num_examples'])} examples)"
                     )
                 if do_checkpoint:
@@ -283,11 +346,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "dataset": info.name,
         "num_params": num_params,
         "step": total_steps,
-        "eval": eval_metrics,
         "train_images_per_sec": train_images_per_sec,
         "train_time_sec": time.perf_counter() - train_start,
+        "commit": source_commit(),
+        **report_eval(eval_metrics),
     }
     if jax.process_index() == 0:
         _write_json_atomically(os.path.join(workdir, RESULTS_FILE), results)
-    console(f"Final eval accuracy {eval_metrics['accuracy']:.4f}; results in {workdir}.")
+    console(
+        f"Final eval accuracy {results['eval']['accuracy']:.4f} ({results['eval_weights']} "
+        f"weights); results in {workdir}."
+    )
     return results
+
+
+def report_eval(metrics: dict[str, float]) -> dict[str, Any]:
+    """The results.json entries of final eval ``metrics``: ``eval`` holds those of the weights
+    reported (the EMA's when there is one), ``eval_weights`` says which (``raw`` or ``ema``),
+    and with EMA ``eval_raw`` holds the trained weights' own."""
+    raw = {k: v for k, v in metrics.items() if not k.startswith("ema_")}
+    if "ema_accuracy" not in metrics:
+        return {"eval": raw, "eval_weights": "raw"}
+    ema = {k[len("ema_") :]: v for k, v in metrics.items() if k.startswith("ema_")}
+    ema["num_examples"] = raw["num_examples"]
+    return {"eval": ema, "eval_weights": "ema", "eval_raw": raw}

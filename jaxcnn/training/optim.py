@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
 import jax
 import ml_collections
 import optax
@@ -9,21 +12,25 @@ import optax
 from jaxcnn.errors import UserError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "constant", "step")
+SCHEDULES = ("cosine", "linear", "constant", "step")
 
 
 def make_schedule(
     config: ml_collections.ConfigDict, *, peak: float, steps_per_epoch: int, total_steps: int
 ) -> optax.Schedule:
-    """Linear warm-up to ``peak``, then cosine decay, a constant, or steps at given epochs."""
+    """Linear warm-up to ``peak`` (from ``warmup_init_factor * peak``), then cosine or linear
+    decay to ``end_factor * peak``, a constant, or steps at given epochs."""
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     if warmup >= total_steps:
         raise UserError(
             f"schedule.warmup_epochs={config.warmup_epochs} covers all {total_steps} training "
             "steps; shorten the warm-up or train longer"
         )
+    end = config.end_factor * peak
     if config.name == "cosine":
         main = optax.cosine_decay_schedule(peak, total_steps - warmup, alpha=config.end_factor)
+    elif config.name == "linear":
+        main = optax.linear_schedule(peak, end, total_steps - warmup)
     elif config.name == "constant":
         main = optax.constant_schedule(peak)
     elif config.name == "step":
@@ -36,21 +43,67 @@ def make_schedule(
         raise unknown_choice("schedule.name", config.name, SCHEDULES)
     if not warmup:
         return main
-    return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), main], [warmup])
+    start = config.warmup_init_factor * peak
+    return optax.join_schedules([optax.linear_schedule(start, peak, warmup), main], [warmup])
 
 
 def check_names(config: ml_collections.ConfigDict) -> None:
-    """Raise for an unknown optimizer or schedule name: checked before any data is opened, so
-    a misspelt name gets its answer at once."""
+    """Raise for an unknown optimizer or schedule name or malformed multipliers: checked before
+    any data is opened, so a misspelt name gets its answer at once."""
     if config.optimizer.name not in OPTIMIZERS:
         raise unknown_choice("optimizer.name", config.optimizer.name, OPTIMIZERS)
     if config.schedule.name not in SCHEDULES:
         raise unknown_choice("schedule.name", config.schedule.name, SCHEDULES)
+    parse_lr_multipliers(config.optimizer.lr_multipliers)
 
 
 def _kernels_only(params):
     """Weight-decay mask: kernels and embeddings, not biases or normalisation parameters."""
     return jax.tree.map(lambda p: p.ndim > 1, params)
+
+
+def parse_lr_multipliers(text: str) -> list[tuple[re.Pattern, float]]:
+    """``"REGEX=FACTOR,REGEX=FACTOR"`` → [(pattern, factor)], in the order given."""
+    rules = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        pattern, _, factor = item.rpartition("=")
+        try:
+            rules.append((re.compile(pattern), float(factor)))
+        except (re.error, ValueError):
+            pattern = ""
+        if not pattern:
+            raise UserError(
+                f"optimizer.lr_multipliers entry {item!r} is not REGEX=FACTOR "
+                "(e.g. 'norm.*/bias=64,whiten/kernel=0')"
+            )
+    return rules
+
+
+def param_path(path: tuple[Any, ...]) -> str:
+    """'block1/conv/kernel' for a key path of a parameter tree."""
+    return "/".join(str(getattr(key, "key", getattr(key, "idx", key))) for key in path)
+
+
+def multiplier_tree(params: Any, text: str) -> Any:
+    """Per-parameter factor: that of the first rule of ``text`` whose regex matches (re.search)
+    the parameter's path, else 1."""
+    rules = parse_lr_multipliers(text)
+
+    def factor(path: tuple[Any, ...], _: Any) -> float:
+        name = param_path(path)
+        return next((f for pattern, f in rules if pattern.search(name)), 1.0)
+
+    return jax.tree_util.tree_map_with_path(factor, params)
+
+
+def scale_by_multipliers(text: str) -> optax.GradientTransformation:
+    """Scale each parameter's update by its factor in ``text`` (0 freezes the parameter)."""
+
+    def update(updates, state, params=None):
+        factors = multiplier_tree(updates, text)
+        return jax.tree.map(lambda f, u: u if f == 1.0 else f * u, factors, updates), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
 
 def make_optimizer(
@@ -73,4 +126,6 @@ def make_optimizer(
         )
     else:
         raise unknown_choice("optimizer.name", opt.name, OPTIMIZERS)
+    if opt.lr_multipliers:
+        chain.append(scale_by_multipliers(opt.lr_multipliers))
     return optax.chain(*chain)

@@ -94,7 +94,9 @@ class JitParallel:
                 lambda x: NamedSharding(self.mesh, _fsdp_spec(x.shape, self.mesh.size)), tree
             )
 
-        return shardings.replace(params=split(state.params), opt_state=split(state.opt_state))
+        return shardings.replace(
+            params=split(state.params), opt_state=split(state.opt_state), ema=split(state.ema)
+        )
 
     def init(self, init_fn: Callable[[], TrainState]) -> TrainState:
         return jax.jit(init_fn, out_shardings=self.state_sharding(jax.eval_shape(init_fn)))()

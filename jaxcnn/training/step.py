@@ -16,11 +16,13 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from jaxcnn.errors import UserError
+from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.training.state import TrainState
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
+EMA_WARMUPS = ("none", "count", "cubic")
+TTA_MODES = ("none", "flip", "flip+translate")
 
 
 def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float) -> jax.Array:
@@ -36,6 +38,34 @@ def _class_ids(labels: jax.Array) -> jax.Array:
     return labels if labels.ndim == 1 else jnp.argmax(labels, axis=-1)
 
 
+def ema_decay_schedule(
+    decay: float, warmup: str, total_steps: int
+) -> Callable[[jax.Array], jax.Array]:
+    """``decay_at(step)``: the EMA decay of the update after ``step`` optimizer steps."""
+    if warmup == "none":
+        return lambda step: jnp.asarray(decay, jnp.float32)
+    if warmup == "count":
+        return lambda step: jnp.minimum(decay, (1.0 + step) / (10.0 + step))
+    if warmup == "cubic":
+        return lambda step: decay * (step / total_steps) ** 3
+    raise unknown_choice("ema.warmup", warmup, EMA_WARMUPS)
+
+
+def update_ema(
+    state: TrainState, decay_at: Callable[[jax.Array], jax.Array], every: int, lookahead: bool
+) -> TrainState:
+    """Move ``state.ema`` towards the weights when ``state.step`` is a multiple of ``every``;
+    with ``lookahead``, the weights then restart from the average (Zhang et al., 2019)."""
+    due = state.step % every == 0
+    decay = jnp.where(due, decay_at(state.step.astype(jnp.float32)), 1.0)
+    ema = jax.tree.map(lambda avg, w: avg + (1.0 - decay) * (w - avg), state.ema, state.variables())
+    state = state.replace(ema=ema)
+    if lookahead:
+        synced = jax.tree.map(lambda avg, w: jnp.where(due, avg, w), ema, state.variables())
+        state = state.replace(params=synced["params"], batch_stats=synced["batch_stats"])
+    return state
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -44,8 +74,12 @@ def make_train_step(
     label_smoothing: float = 0.0,
     aux_loss_weight: float = 0.3,
     axis_name: str | None = None,
+    ema_decay_at: Callable[[jax.Array], jax.Array] | None = None,
+    ema_every: int = 1,
+    ema_lookahead: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
-    """``train_step(state, batch) -> (state, metrics)``: one optimizer update."""
+    """``train_step(state, batch) -> (state, metrics)``: one optimizer update, then (with
+    ``ema_decay_at``) one of the weights' moving average (:func:`update_ema`)."""
 
     def mean_over_devices(tree: Any) -> Any:
         return jax.lax.pmean(tree, axis_name) if axis_name else tree
@@ -80,6 +114,8 @@ def make_train_step(
             batch_stats=batch_stats,
             opt_state=opt_state,
         )
+        if ema_decay_at is not None:
+            new_state = update_ema(new_state, ema_decay_at, ema_every, ema_lookahead)
         accuracy = jnp.mean(jnp.argmax(logits, -1) == _class_ids(batch["label"]))
         metrics = mean_over_devices({"loss": loss, "accuracy": accuracy})
         metrics["learning_rate"] = schedule(state.step)
@@ -114,15 +150,53 @@ def scan_steps(
     return train_steps
 
 
-def make_eval_step(
-    model: nn.Module, *, axis_name: str | None = None
-) -> Callable[[TrainState, Batch], Metrics]:
-    """``eval_step(state, batch) -> sums``: loss and correct-prediction sums over the unmasked
-    examples and their count, so that padded batches average correctly."""
+def _shift(images: jax.Array, dy: int, dx: int) -> jax.Array:
+    """NHWC ``images`` moved by (dy, dx) pixels, the edge mirrored into the gap."""
+    pad = max(abs(dy), abs(dx))
+    padded = jnp.pad(images, ((0, 0), (pad, pad), (pad, pad), (0, 0)), mode="reflect")
+    height, width = images.shape[1:3]
+    return padded[:, pad - dy : pad - dy + height, pad - dx : pad - dx + width]
 
-    def eval_step(state: TrainState, batch: Batch) -> Metrics:
-        variables = {"params": state.params, "batch_stats": state.batch_stats}
-        logits = model.apply(variables, batch["image"], train=False)
+
+def tta_logits(apply: Callable[[jax.Array], jax.Array], images: jax.Array, mode: str):
+    """Logits of ``apply`` averaged over the test-time views of ``mode`` (:data:`TTA_MODES`).
+
+    ``flip+translate`` is airbench's: half the weight on the image and its mirror image, half
+    on both of them shifted one pixel up-left and one pixel down-right.
+    """
+    if mode == "none":
+        return apply(images)
+
+    def with_mirror(x: jax.Array) -> jax.Array:
+        return 0.5 * (apply(x) + apply(x[:, :, ::-1]))
+
+    if mode == "flip":
+        return with_mirror(images)
+    if mode == "flip+translate":
+        shifted = 0.5 * (with_mirror(_shift(images, -1, -1)) + with_mirror(_shift(images, 1, 1)))
+        return 0.5 * (with_mirror(images) + shifted)
+    check_tta(mode)
+
+
+def check_tta(mode: str) -> None:
+    """Raise for a test-time augmentation that :func:`tta_logits` does not know."""
+    if mode not in TTA_MODES:
+        raise unknown_choice("eval_tta", mode, TTA_MODES)
+
+
+def make_eval_step(
+    model: nn.Module, *, axis_name: str | None = None, tta: str = "none"
+) -> Callable[[dict[str, Any], Batch], Metrics]:
+    """``eval_step(variables, batch) -> sums``: loss and correct-prediction sums over the
+    unmasked examples and their count, so that padded batches average correctly. ``tta``
+    averages the logits of test-time views (:func:`tta_logits`)."""
+    check_tta(tta)
+
+    def eval_step(variables: dict[str, Any], batch: Batch) -> Metrics:
+        def apply(images: jax.Array) -> jax.Array:
+            return model.apply(variables, images, train=False)
+
+        logits = tta_logits(apply, batch["image"], tta)
         mask = batch["mask"].astype(jnp.float32)
         sums = {
             "loss": jnp.sum(cross_entropy(logits, batch["label"], 0.0) * mask),

@@ -67,10 +67,13 @@ PUBLISHED = {
     "vit_l32": 306_535_400,
     "convnext_small": 50_223_688,
     "convnext_base": 88_591_464,
+    # airbench94: the layer shapes of the reference code (KellerJordan/cifar10-airbench).
+    "airbench94": 1_971_640,
 }
 
 # Small members of each family, for real forward passes and training steps.
 TINY = {
+    "AirBench": ("airbench94", (32, 32, 3), {"widths": (8, 16, 16)}),
     "SimpleCNN": ("simple_cnn", (28, 28, 1), {}),
     "LeNet": ("lenet5", (32, 32, 1), {}),
     "AlexNet": ("alexnet", (64, 64, 3), {"classifier_width": 32}),

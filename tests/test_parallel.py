@@ -56,7 +56,7 @@ def initial_state(image_shape):
 
     from jaxcnn.training.state import init_train_state
 
-    init = functools.partial(init_train_state, tiny_resnet(), optimizer(), image_shape, 0)
+    init = functools.partial(init_train_state, tiny_resnet(), optimizer(), image_shape, 0, ema=True)
     return jax.device_get(jax.jit(init)())
 
 
@@ -75,11 +75,15 @@ def train_for_steps(parallel, state, batches, *, scanned: bool = False):
     import numpy as np
     import optax
 
-    from jaxcnn.training.step import make_train_step, scan_steps
+    from jaxcnn.training.step import ema_decay_schedule, make_train_step, scan_steps
 
     model = tiny_resnet(parallel.axis_name)
     train_step = make_train_step(
-        model, optimizer(), optax.constant_schedule(LEARNING_RATE), axis_name=parallel.axis_name
+        model,
+        optimizer(),
+        optax.constant_schedule(LEARNING_RATE),
+        axis_name=parallel.axis_name,
+        ema_decay_at=ema_decay_schedule(0.5, "none", NUM_STEPS),
     )
     state = parallel.from_checkpoint(state)
     sharded = [parallel.shard_batch(batch) for batch in batches]
@@ -122,7 +126,8 @@ def max_difference(a, b) -> float:
 
 
 def _compare_strategies() -> dict:
-    """Train the same BatchNorm ResNet with every strategy; report differences to 1 device."""
+    """Train the same BatchNorm ResNet, with a moving average of its weights, with every
+    strategy; report differences to 1 device."""
     import jax
 
     from jaxcnn.training.parallel import JitParallel, PmapParallel
@@ -142,7 +147,7 @@ def _compare_strategies() -> dict:
             trained, losses = train_for_steps(parallel, state, batches, scanned=scanned)
             host_state = jax.device_get(parallel.for_checkpoint(trained))
             results[f"{name}_scanned" if scanned else name] = {
-                "variables": (host_state.params, host_state.batch_stats),
+                "variables": (host_state.params, host_state.batch_stats, host_state.ema),
                 "loss": losses,
                 "sharded_leaves": sum(
                     not leaf.sharding.is_fully_replicated

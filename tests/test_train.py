@@ -51,17 +51,19 @@ def test_quickstart_learns_digits(digits_data_dir, tmp_path):
 
 
 def _final_params(workdir: Path) -> dict:
+    """(step, {"params", "ema"}) of the latest checkpoint."""
     checkpointer = Checkpointer(str(workdir), keep=3)
     step = checkpointer.latest_step()
     state = checkpointer.restore(step, None)
     checkpointer.close()
-    return step, state["params"]
+    return step, {"params": state["params"], "ema": state.get("ema")}
 
 
 @pytest.mark.timeout(240)
 def test_interrupted_run_resumes_to_identical_parameters(digits_data_dir, tmp_path):
     """Stop a run with SIGTERM mid-way, re-run the same command: the result is bitwise the
-    result of an uninterrupted run, with the same step count."""
+    result of an uninterrupted run, with the same step count, its moving average of the
+    weights included."""
     args = [
         "jaxcnn.train",
         f"--config={QUICKSTART}",
@@ -70,6 +72,9 @@ def test_interrupted_run_resumes_to_identical_parameters(digits_data_dir, tmp_pa
         "--config.batch_size=32",
         "--config.log_every_steps=5",
         "--config.checkpoint_every_steps=1000",
+        "--config.ema.decay=0.9",
+        "--config.ema.warmup=count",
+        "--config.ema.every_steps=3",
     ]
     straight = tmp_path / "straight"
     assert run_cli(*args, f"--workdir={straight}").returncode == 0
@@ -102,10 +107,12 @@ def test_interrupted_run_resumes_to_identical_parameters(digits_data_dir, tmp_pa
     step_a, params_a = _final_params(straight)
     step_b, params_b = _final_params(resumed)
     assert step_a == step_b == 300
+    assert params_a["ema"] is not None
     for a, b in zip(jax.tree.leaves(params_a), jax.tree.leaves(params_b), strict=True):
         np.testing.assert_array_equal(a, b)
     results = [json.loads((d / "results.json").read_text()) for d in (straight, resumed)]
     assert results[0]["eval"] == results[1]["eval"]
+    assert results[0]["eval_weights"] == "ema" and results[0]["eval_raw"] == results[1]["eval_raw"]
 
 
 def test_overrides_reach_model_and_optimizer(digits_data_dir, tmp_path):

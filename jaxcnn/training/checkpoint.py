@@ -41,9 +41,11 @@ class Checkpointer:
         self._manager.save(step, args=ocp.args.StandardSave(_fields(state)))
 
     def restore(self, step: int, target: Any) -> Any:
-        """The state saved at ``step``, laid out like ``target`` (arrays or shape structs)."""
-        fields = _fields(target)
-        restored = self._manager.restore(step, args=ocp.args.StandardRestore(fields))
+        """The state saved at ``step``, laid out like ``target`` (a state of arrays or shape
+        structs); with ``target`` None, the dict of saved fields as stored."""
+        if target is None:  # as saved: a dict of the state's fields
+            return self._manager.restore(step, args=ocp.args.StandardRestore())
+        restored = self._manager.restore(step, args=ocp.args.StandardRestore(_fields(target)))
         return target.replace(**restored)
 
     def reached_preemption(self, step: int) -> bool:

@@ -1,0 +1,253 @@
+"""Training features that published recipes need: schedules, per-parameter learning-rate
+multipliers, weight averaging (EMA and Lookahead), test-time augmentation, reflect-filled
+crops, data-dependent initialisation (airbench's whitening), and the fast CIFAR recipe."""
+
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+import tensorflow as tf
+
+from jaxcnn import models
+from jaxcnn.config import base_config
+from jaxcnn.data import augment, device
+from jaxcnn.errors import UserError
+from jaxcnn.models.airbench import identity_first_init, whitening_kernel
+from jaxcnn.training.checkpoint import Checkpointer
+from jaxcnn.training.optim import make_optimizer, make_schedule, parse_lr_multipliers
+from jaxcnn.training.state import TrainState
+from jaxcnn.training.step import ema_decay_schedule, tta_logits, update_ema
+
+from conftest import SHARED_DATASETS, run_cli
+
+
+def _schedule(**fields) -> optax.Schedule:
+    config = base_config().schedule
+    config.update(fields)
+    return make_schedule(config, peak=2.0, steps_per_epoch=10, total_steps=100)
+
+
+def test_linear_schedule_warms_up_from_a_fraction_and_decays_to_end_factor():
+    schedule = _schedule(name="linear", warmup_epochs=2.0, warmup_init_factor=0.2, end_factor=0.1)
+    assert float(schedule(0)) == pytest.approx(0.4)
+    assert float(schedule(10)) == pytest.approx(1.2)
+    assert float(schedule(20)) == pytest.approx(2.0)
+    assert float(schedule(60)) == pytest.approx(2.0 - 0.5 * 1.8)
+    assert float(schedule(100)) == pytest.approx(0.2)
+
+
+def _sgd_update(multipliers: str, momentum: float = 0.0) -> dict:
+    config = base_config()
+    config.optimizer.momentum = momentum
+    config.optimizer.lr_multipliers = multipliers
+    tx = make_optimizer(config, optax.constant_schedule(0.5))
+    params = {"block": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}, "head": jnp.ones(3)}
+    grads = jax.tree.map(jnp.ones_like, params)
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return updates
+
+
+def test_lr_multipliers_scale_freeze_and_take_the_first_match():
+    updates = _sgd_update("block/bias=0,block/.*=3")
+    np.testing.assert_allclose(updates["block"]["bias"], 0.0)
+    np.testing.assert_allclose(updates["block"]["kernel"], -1.5)
+    np.testing.assert_allclose(updates["head"], -0.5)
+
+
+@pytest.mark.parametrize("text", ["bias", "=2", "bias=x", "[=1"])
+def test_malformed_lr_multipliers_are_user_errors(text):
+    with pytest.raises(UserError, match="REGEX=FACTOR"):
+        parse_lr_multipliers(text)
+
+
+def _state(params: jax.Array, ema: jax.Array, step: int) -> TrainState:
+    return TrainState(
+        step=jnp.asarray(step),
+        params={"w": params},
+        batch_stats={"m": params * 10},
+        opt_state=(),
+        rng=jax.random.key(0),
+        ema={"params": {"w": ema}, "batch_stats": {"m": ema * 10}},
+    )
+
+
+def test_ema_moves_every_n_steps_and_lookahead_resets_the_weights():
+    decay_at = ema_decay_schedule(0.75, "none", 100)
+    weights, average = jnp.array([4.0]), jnp.array([0.0])
+    off_step = update_ema(_state(weights, average, 3), decay_at, every=2, lookahead=False)
+    np.testing.assert_array_equal(off_step.ema["params"]["w"], average)
+    on_step = update_ema(_state(weights, average, 4), decay_at, every=2, lookahead=False)
+    np.testing.assert_allclose(on_step.ema["params"]["w"], [1.0])  # 0 + 0.25 * (4 - 0)
+    np.testing.assert_allclose(on_step.ema["batch_stats"]["m"], [10.0])
+    np.testing.assert_array_equal(on_step.params["w"], weights)
+    synced = update_ema(_state(weights, average, 4), decay_at, every=2, lookahead=True)
+    np.testing.assert_allclose(synced.params["w"], [1.0])
+    np.testing.assert_allclose(synced.batch_stats["m"], [10.0])
+    not_due = update_ema(_state(weights, average, 3), decay_at, every=2, lookahead=True)
+    np.testing.assert_array_equal(not_due.params["w"], weights)
+
+
+def test_ema_warmups():
+    assert float(ema_decay_schedule(0.999, "count", 100)(0.0)) == pytest.approx(0.1)
+    assert float(ema_decay_schedule(0.999, "count", 100)(1e6)) == pytest.approx(0.999)
+    cubic = ema_decay_schedule(0.8, "cubic", 100)
+    assert float(cubic(50.0)) == pytest.approx(0.8 / 8)
+    assert float(cubic(100.0)) == pytest.approx(0.8)
+
+
+def test_tta_views_and_weights():
+    images = jnp.arange(2 * 4 * 5 * 1, dtype=jnp.float32).reshape(2, 4, 5, 1)
+
+    def top_left(x: jax.Array) -> jax.Array:  # a "model" that reads one pixel
+        return x[:, 0, 0, :]
+
+    np.testing.assert_array_equal(tta_logits(top_left, images, "none"), images[:, 0, 0])
+    mirrored = 0.5 * (images[:, 0, 0] + images[:, 0, -1])
+    np.testing.assert_allclose(tta_logits(top_left, images, "flip"), mirrored)
+    # Shifted down-right by one, the top-left pixel is the reflection of pixel (1, 1); shifted
+    # up-left, it is pixel (1, 1) itself; their mirror images read column -2.
+    shifted = 0.5 * (images[:, 1, 1] + images[:, 1, -2])
+    expected = 0.5 * mirrored + 0.5 * shifted
+    np.testing.assert_allclose(tta_logits(top_left, images, "flip+translate"), expected)
+    with pytest.raises(UserError, match="eval_tta"):
+        tta_logits(top_left, images, "rotate")
+
+
+def _reflect_crops(image: np.ndarray, padding: int) -> set[bytes]:
+    padded = np.pad(image, ((padding, padding), (padding, padding), (0, 0)), mode="reflect")
+    size = image.shape[0]
+    crops = set()
+    for top in range(2 * padding + 1):
+        for left in range(2 * padding + 1):
+            crop = padded[top : top + size, left : left + size]
+            crops |= {crop.tobytes(), crop[:, ::-1].tobytes()}
+    return crops
+
+
+def test_reflect_filled_crops_agree_between_tensorflow_and_jax():
+    size, padding, count = 8, 2, 300
+    image = (1 + np.arange(size * size, dtype=np.float32)).reshape(size, size, 1)
+    expected = _reflect_crops(image, padding)
+    tf_crops = tf.data.Dataset.range(count).map(
+        lambda i: augment.random_crop_flip(
+            tf.constant(image), tf.stack([tf.constant(0, tf.int64), i]), padding, "reflect"
+        )
+    )
+    tf_images = next(tf_crops.batch(count).as_numpy_iterator())
+
+    def jax_crop(key: jax.Array) -> jax.Array:
+        crop_key, flip_key = jax.random.split(key)
+        crop = device.random_crop(crop_key, jnp.asarray(image), padding, "reflect")
+        return device.random_flip(flip_key, crop)
+
+    keys = jax.random.split(jax.random.key(0), count)
+    jax_images = np.asarray(jax.jit(jax.vmap(jax_crop))(keys))
+    for images in (tf_images, jax_images):
+        assert all(crop.tobytes() in expected for crop in images)
+        assert len({crop.tobytes() for crop in images}) > 20  # offsets and flips vary
+        assert (images > 0).all()  # no zero fill
+
+
+def test_whitening_kernel_decorrelates_patches():
+    rng = np.random.default_rng(0)
+    smooth = rng.normal(size=(64, 18, 18, 3)).cumsum(axis=1).cumsum(axis=2)  # correlated
+    images = (smooth / smooth.std()).astype(np.float32)
+    kernel = whitening_kernel(images, 2, eps=1e-8)
+    assert kernel.shape == (2, 2, 3, 24)
+    outputs = jax.lax.conv_general_dilated(
+        jnp.asarray(images), jnp.asarray(kernel), (1, 1), "VALID",
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )  # fmt: skip
+    flat = np.asarray(outputs, np.float64).reshape(-1, 24)[:, :12]
+    covariance = flat.T @ flat / len(flat)
+    np.testing.assert_allclose(covariance, np.eye(12), atol=1e-3)
+    np.testing.assert_allclose(kernel[..., 12:], -kernel[..., :12])
+
+
+def test_airbench_convolutions_start_as_identities():
+    kernel = np.asarray(identity_first_init(jax.random.key(0), (3, 3, 4, 6)))
+    np.testing.assert_array_equal(kernel[1, 1, :, :4], np.eye(4))
+    assert np.abs(kernel[:, :, :, :4]).sum() == 4.0
+    assert np.abs(kernel[..., 4:]).max() <= 1 / np.sqrt(36) and kernel[..., 4:].std() > 0
+
+
+def test_checkpoints_without_ema_keep_their_old_layout(tmp_path):
+    """A state without an average is saved without an ``ema`` entry, so checkpoints of runs
+    started before the EMA existed restore, and the other way round."""
+    state = TrainState(
+        step=jnp.asarray(3), params={"w": jnp.ones(2)}, batch_stats={}, opt_state=(),
+        rng=jax.random.key_data(jax.random.key(1)),
+    )  # fmt: skip
+    checkpointer = Checkpointer(str(tmp_path), keep=1)
+    checkpointer.save(3, state)
+    checkpointer.close()
+    checkpointer = Checkpointer(str(tmp_path), keep=1)
+    assert "ema" not in checkpointer.restore(3, None)
+    restored = checkpointer.restore(3, jax.device_get(state))
+    checkpointer.close()
+    assert restored.ema is None and int(restored.step) == 3
+    np.testing.assert_array_equal(restored.params["w"], np.ones(2))
+
+
+def test_data_init_fits_the_whitening_to_the_first_training_images(digits_data_dir):
+    """The loop's data-dependent init path: the same first images, however often it runs."""
+    from jaxcnn import data
+
+    config = base_config().dataset
+    config.data_dir = digits_data_dir
+    first = data.first_train_images(config, 40)
+    again = data.first_train_images(config, 50)
+    assert first.shape == (40, 8, 8, 1)
+    np.testing.assert_array_equal(first, again[:40])
+    assert abs(float(first.mean())) < 0.5  # normalised
+    model = models.create("airbench94", num_classes=10)
+    assert model.data_init(np.repeat(first, 3, axis=-1))["whiten"]["kernel"].shape == (2, 2, 3, 24)
+
+
+@pytest.mark.skipif(
+    not (SHARED_DATASETS / "cifar10_jpeg").is_dir(),
+    reason=f"the prepared offline CIFAR-10 copy is not at {SHARED_DATASETS}/cifar10_jpeg",
+)
+@pytest.mark.timeout(300)
+def test_fast_cifar_recipe_runs_a_few_steps(tmp_path):
+    """experiments/fast_cifar.py end to end on a few small steps (CI can't train it to the
+    end): whitening fitted from data, Lookahead average evaluated with flip+translate TTA."""
+    result = run_cli(
+        "jaxcnn.train",
+        "--config=experiments/fast_cifar.py",
+        f"--workdir={tmp_path}",
+        "--config.dataset.name=cifar10_jpeg",
+        "--config.dataset.cache=False",
+        "--config.dataset.shuffle_buffer=256",
+        "--config.dataset.eval_split=test[:200]",
+        "--config.num_train_steps=10",
+        "--config.batch_size=32",
+        "--config.eval_batch_size=100",
+        "--config.schedule.warmup_epochs=0",
+        "--config.ema.every_steps=2",
+        env={"TFDS_DATA_DIR": str(SHARED_DATASETS)},
+    )
+    assert result.returncode == 0, result.stderr
+    assert "Initialised whiten from 5000 training images" in result.stdout
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["model"] == "airbench94" and results["step"] == 10
+    assert results["eval_weights"] == "ema"
+    assert results["eval"]["num_examples"] == results["eval_raw"]["num_examples"] == 200
+    evals = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    final = [r for r in evals if r["split"] == "eval"][-1]
+    assert final["ema_accuracy"] == results["eval"]["accuracy"]
+    assert final["accuracy"] == results["eval_raw"]["accuracy"]
+    checkpointer = Checkpointer(str(tmp_path), keep=3)
+    saved = checkpointer.restore(10, None)
+    checkpointer.close()
+    whiten = saved["params"]["whiten"]["kernel"]
+    np.testing.assert_allclose(whiten[..., 12:], -whiten[..., :12], rtol=1e-6)  # frozen fit
+    # Step 10 is a Lookahead step: the trained weights were reset to the average.
+    averages = jax.tree.leaves(saved["ema"]["params"])
+    for a, b in zip(jax.tree.leaves(saved["params"]), averages, strict=True):
+        np.testing.assert_array_equal(a, b)

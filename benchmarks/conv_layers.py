@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from benchmarks import hardware
+from jaxcnn import hardware
 from jaxcnn.models import conv, onednn
 
 # (batch, height = width, in channels, out channels, stride): ResNet-20's and ResNet-18's

@@ -12,7 +12,7 @@ of the jaxcnn train step, dispatched as the training loop does (``steps_per_disp
 of timed windows after warm-up, each ended by ``block_until_ready``), the same for PyTorch (CPU
 build, channels-last, SGD with momentum), the ratio, the FLOPs of one step from XLA's cost
 analysis (of the step with XLA's convolutions: custom calls count no FLOPs), the peak host RSS
-and, on an accelerator listed in ``benchmarks/hardware.py``, the MFU. jaxcnn and PyTorch
+and, on an accelerator listed in ``jaxcnn/hardware.py``, the MFU. jaxcnn and PyTorch
 windows alternate, so a shared, noisy machine slows both alike. Generated data only: no
 TensorFlow. Results go to ``benchmarks/results/train_step_<platform>.json``.
 """
@@ -33,8 +33,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from benchmarks import hardware
-from jaxcnn import models
+from jaxcnn import hardware, models
 from jaxcnn.errors import UserError
 from jaxcnn.models import conv
 from jaxcnn.training.optim import make_optimizer

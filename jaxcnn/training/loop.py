@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcnn import data, models
+from jaxcnn import data, hardware, models
 from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.models import conv
 from jaxcnn.training.checkpoint import Checkpointer
@@ -158,6 +158,7 @@ def _check_ema(config: ml_collections.ConfigDict) -> None:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Train and evaluate as ``config`` says, in ``workdir``; returns the final results."""
+    started = time.perf_counter()
     parallel = make_parallel(config.parallelism, shard_params=config.shard_params)
     conv.set_impl(config.conv_impl)
     check_names(config)
@@ -348,6 +349,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "step": total_steps,
         "train_images_per_sec": train_images_per_sec,
         "train_time_sec": time.perf_counter() - train_start,
+        "wall_time_sec": time.perf_counter() - started,
+        "started_at_step": start_step,
+        "hardware": hardware.summary(),
         "commit": source_commit(),
         **report_eval(eval_metrics),
     }

@@ -1,4 +1,4 @@
-"""What the benchmark ran on, and the peak FLOP/s of common accelerators (for MFU)."""
+"""What a run or benchmark ran on, and the peak FLOP/s of common accelerators (for MFU)."""
 
 from __future__ import annotations
 
@@ -68,3 +68,16 @@ def describe_machine() -> dict[str, object]:
         "torch": _version("torch"),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
+
+
+def summary() -> str:
+    """One line for results files: the accelerator (or CPU) kind and how many are used."""
+    import jax
+
+    device = jax.devices()[0]
+    if device.platform == "cpu":
+        cores = len(os.sched_getaffinity(0))
+        what = f"{_cpu_model()} ({cores} cores)"
+    else:
+        what = device.device_kind
+    return f"{jax.device_count()}× {device.platform}: {what}, {jax.process_count()} process(es)"

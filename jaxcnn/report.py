@@ -9,12 +9,14 @@ reads each run's ``config.json``, ``metrics.jsonl`` and ``results.json`` and wri
 - ``curves.png``: training loss and accuracy and evaluation loss and accuracy against steps,
   one line per run;
 - ``final_accuracy.png``: the final evaluation accuracy of every run, side by side.
+
+A directory with a ``reproductions.json`` (``reproductions/``) gets the table of reproduced
+results instead (:mod:`jaxcnn.reproductions`).
 """
 
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import math
 import os
@@ -25,83 +27,9 @@ from typing import Any
 from absl import flags
 
 from jaxcnn import cli
-from jaxcnn.errors import UserError
-from jaxcnn.sweeps import MANIFEST_FILE
-from jaxcnn.training.writers import CONFIG_FILE, METRICS_FILE, RESULTS_FILE
+from jaxcnn.runs import Run, find_runs
 
 _OUTPUT_DIR = flags.DEFINE_string("output_dir", "", "Where to write the report; '' = DIR.")
-
-
-@dataclasses.dataclass
-class Run:
-    """What one workdir holds: its config, metric records by split, and final results."""
-
-    name: str
-    config: dict[str, Any]  # flattened: {"optimizer.learning_rate": 0.1, ...}
-    records: dict[str, list[dict[str, float]]]  # split → records in step order
-    results: dict[str, Any] | None  # None while the run is unfinished
-
-
-def read_metrics(path: str) -> dict[str, list[dict[str, float]]]:
-    """The records of a ``metrics.jsonl`` by split, in step order, keeping the last record of
-    each (step, split): a resumed run logs the steps it trains again a second time."""
-    latest: dict[tuple[str, int], dict[str, float]] = {}
-    if os.path.exists(path):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                if line.strip():
-                    record = json.loads(line)
-                    latest[(record["split"], record["step"])] = record
-    by_split: dict[str, list[dict[str, float]]] = {}
-    for (split, _), record in sorted(latest.items(), key=lambda item: item[0][1]):
-        by_split.setdefault(split, []).append(record)
-    return by_split
-
-
-def _flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for key, value in tree.items():
-        if isinstance(value, dict):
-            flat.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            flat[f"{prefix}{key}"] = value
-    return flat
-
-
-def load_run(workdir: str, name: str) -> Run:
-    """Read the run in ``workdir`` (which must hold a ``config.json``)."""
-    with open(os.path.join(workdir, CONFIG_FILE), encoding="utf-8") as f:
-        config = _flatten(json.load(f))
-    results = None
-    if os.path.exists(os.path.join(workdir, RESULTS_FILE)):
-        with open(os.path.join(workdir, RESULTS_FILE), encoding="utf-8") as f:
-            results = json.load(f)
-    return Run(name, config, read_metrics(os.path.join(workdir, METRICS_FILE)), results)
-
-
-def find_runs(directory: str) -> list[Run]:
-    """The runs in ``directory``: itself if it is a workdir, else its sub-directories that are,
-    in the order of the sweep's manifest, then by name."""
-    if not os.path.isdir(directory):
-        raise UserError(f"directory {directory!r} not found")
-    if os.path.exists(os.path.join(directory, CONFIG_FILE)):
-        return [load_run(directory, os.path.basename(os.path.abspath(directory)))]
-    names = sorted(
-        entry
-        for entry in os.listdir(directory)
-        if os.path.exists(os.path.join(directory, entry, CONFIG_FILE))
-    )
-    if not names:
-        raise UserError(
-            f"no training runs in {directory!r}: neither it nor its sub-directories hold a "
-            f"{CONFIG_FILE}"
-        )
-    manifest_path = os.path.join(directory, MANIFEST_FILE)
-    if os.path.exists(manifest_path):
-        with open(manifest_path, encoding="utf-8") as f:
-            order = {p["name"]: i for i, p in enumerate(json.load(f)["points"])}
-        names.sort(key=lambda name: (order.get(name, len(order)), name))
-    return [load_run(os.path.join(directory, name), name) for name in names]
 
 
 def varying_fields(runs: Sequence[Run]) -> list[str]:
@@ -266,9 +194,15 @@ def write_report(directory: str, output_dir: str = "") -> list[str]:
 
 
 def main(argv: list[str]) -> None:
+    from jaxcnn import reproductions
+
     if len(argv) != 2:
         cli.fail("usage: python -m jaxcnn.report DIR [--output_dir OUT]")
-    for path in write_report(argv[1], _OUTPUT_DIR.value):
+    if reproductions.is_reproductions_dir(argv[1]):
+        paths = reproductions.write_reproductions(argv[1])
+    else:
+        paths = write_report(argv[1], _OUTPUT_DIR.value)
+    for path in paths:
         print(path)
 
 

@@ -13,7 +13,8 @@ import sys
 import pytest
 
 from jaxcnn.errors import UserError
-from jaxcnn.report import find_runs, read_metrics, summarize, varying_fields, write_report
+from jaxcnn.report import summarize, varying_fields, write_report
+from jaxcnn.runs import find_runs, read_metrics
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -11,7 +11,8 @@ import pytest
 from jaxcnn import sweeps
 from jaxcnn.config import base_config
 from jaxcnn.errors import UserError
-from jaxcnn.report import find_runs, write_report
+from jaxcnn.report import write_report
+from jaxcnn.runs import find_runs
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -58,23 +58,33 @@ def base_config() -> ml_collections.ConfigDict:
     config.num_train_steps = -1  # > 0: train exactly this many steps
 
     config.optimizer = ml_collections.ConfigDict()
-    config.optimizer.name = "sgd"  # sgd | adamw
+    config.optimizer.name = "sgd"  # sgd | adamw | rmsprop | lars | lamb
     config.optimizer.learning_rate = 0.1  # peak, reached after warm-up
-    config.optimizer.momentum = 0.9  # sgd
-    config.optimizer.nesterov = False  # sgd
-    config.optimizer.b1 = 0.9  # adamw
-    config.optimizer.b2 = 0.999  # adamw
+    config.optimizer.momentum = 0.9  # sgd, rmsprop (0 = none), lars
+    config.optimizer.nesterov = False  # sgd, rmsprop, lars
+    config.optimizer.b1 = 0.9  # adamw, lamb
+    config.optimizer.b2 = 0.999  # adamw, lamb
+    config.optimizer.eps = 1e-8  # adamw, lamb; rmsprop (inside the square root, as TF)
+    config.optimizer.rms_decay = 0.9  # rmsprop: decay of the mean square
+    config.optimizer.trust_coefficient = 0.001  # lars
     config.optimizer.weight_decay = 0.0  # on kernels only (not biases or norm parameters)
     config.optimizer.grad_clip_norm = 0.0  # clip the global gradient norm; 0 = off
     # Per-parameter update factors, "REGEX=FACTOR,..." matched against parameter paths such as
     # "block1/conv/kernel" (first match wins); a factor of 0 freezes the parameter.
     config.optimizer.lr_multipliers = ""
+    # Split each batch into this many micro-batches and average their gradients: the update of
+    # the whole batch in less memory (each device's batch must divide).
+    config.optimizer.accum_steps = 1
 
     config.schedule = ml_collections.ConfigDict()
-    config.schedule.name = "cosine"  # cosine | linear | constant | step
+    # cosine | linear | polynomial | exponential | constant | step
+    config.schedule.name = "cosine"
     config.schedule.warmup_epochs = 0.0  # linear warm-up ...
     config.schedule.warmup_init_factor = 0.0  # ... from this fraction of the peak
-    config.schedule.end_factor = 0.0  # cosine, linear: final learning rate / peak
+    config.schedule.end_factor = 0.0  # cosine, linear, polynomial: final learning rate / peak
+    config.schedule.power = 2.0  # polynomial: (1 - progress)^power
+    config.schedule.decay_factor = 0.97  # exponential: multiply the rate by this ...
+    config.schedule.decay_every_epochs = 2.4  # ... every this many epochs (staircase)
     config.schedule.step_epochs = ()  # step: epochs at which the rate is multiplied ...
     config.schedule.step_factor = 0.1  # ... by this factor
 
@@ -109,6 +119,10 @@ def base_config() -> ml_collections.ConfigDict:
     config.log_every_secs = 5.0
     config.log_every_steps = 50
     config.eval_every_steps = 0  # evaluate every N steps; 0 = at the end only
+    config.eval_every_epochs = 0.0  # or every this many epochs (not both); 0 = off
     config.checkpoint_every_steps = 500  # and always at the end (and when stopped by a signal)
+    config.checkpoint_every_epochs = 0.0  # or every this many epochs (instead of the steps)
+    # Write a jax.profiler trace of these steps to WORKDIR/profile, e.g. "100:110"; "" = off.
+    config.profile_steps = ""
     config.keep_checkpoints = 3  # the last N checkpoints are kept
     return config

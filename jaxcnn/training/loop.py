@@ -147,6 +147,66 @@ def source_commit() -> str:
     return commit + ("+" if dirty else "")
 
 
+def every_steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: int) -> int:
+    """The interval ``name`` (``eval``, ``checkpoint``) in steps: ``{name}_every_epochs``
+    converted when it is set, else ``{name}_every_steps``; 0 = off."""
+    epochs = config[f"{name}_every_epochs"]
+    if epochs < 0 or config[f"{name}_every_steps"] < 0:
+        raise UserError(f"{name}_every_steps and {name}_every_epochs must be 0 (off) or more")
+    if epochs:
+        return max(1, int(round(epochs * steps_per_epoch)))
+    return config[f"{name}_every_steps"]
+
+
+def eval_splits(dataset: ml_collections.ConfigDict) -> list[ml_collections.ConfigDict]:
+    """One dataset config per split of ``dataset.eval_split`` (comma-separated; '' = the
+    preset's), in order: the first is the one results.json reports."""
+    configs = []
+    for split in dataset.eval_split.split(",") if dataset.eval_split else [""]:
+        config = ml_collections.ConfigDict(dataset.to_dict())
+        config.eval_split = split.strip()
+        configs.append(config)
+    return configs
+
+
+class Profiler:
+    """A ``jax.profiler`` trace of the steps ``START:STOP`` (``profile_steps``) under
+    ``WORKDIR/profile``, each dispatch annotated with its first step."""
+
+    def __init__(self, steps: str, workdir: str) -> None:
+        self.start = self.stop = 0
+        self.active = False
+        self.path = os.path.join(workdir, "profile")
+        if steps:
+            start, _, stop = steps.partition(":")
+            try:
+                self.start, self.stop = int(start), int(stop)
+            except ValueError:
+                self.stop = -1
+            if not 0 <= self.start < self.stop:
+                raise UserError(f"profile_steps={steps!r} is not START:STOP with 0 <= START < STOP")
+
+    @property
+    def boundaries(self) -> list[int]:
+        """Steps that a dispatch must end on."""
+        return [self.start, self.stop] if self.stop else []
+
+    def before(self, step: int) -> None:
+        if self.stop and step == self.start:
+            jax.profiler.start_trace(self.path)
+            self.active = True
+
+    def annotate(self, step: int) -> Any:
+        return jax.profiler.StepTraceAnnotation("train", step_num=step)
+
+    def after(self, step: int, state: Any) -> None:
+        if self.active and step >= self.stop:
+            jax.block_until_ready(state)
+            jax.profiler.stop_trace()
+            self.active = False
+            console(f"Profile of steps {self.start}:{self.stop} written to {self.path}.")
+
+
 def _check_ema(config: ml_collections.ConfigDict) -> None:
     ema = config.ema
     if not 0.0 <= ema.decay < 1.0:
@@ -168,9 +228,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     per_dispatch = steps_per_dispatch(config.steps_per_dispatch)
     _check_ema(config)
     check_tta(config.eval_tta)
-    info = data.dataset_info(config.dataset)
+    if config.model.dtype == "float16":
+        raise UserError(
+            "model.dtype=float16 needs loss scaling, which jaxcnn does not do; use bfloat16 "
+            "(the same speed on current accelerators, float32's range) or float32"
+        )
+    if config.optimizer.accum_steps < 1:
+        raise UserError(f"optimizer.accum_steps={config.optimizer.accum_steps} must be 1 or more")
+    if (config.batch_size // jax.device_count()) % config.optimizer.accum_steps:
+        raise UserError(
+            f"optimizer.accum_steps={config.optimizer.accum_steps} does not divide each "
+            f"device's batch of {config.batch_size // jax.device_count()}; use a batch_size "
+            f"that does"
+        )
+    profiler = Profiler(config.profile_steps, workdir)
+    eval_datasets = eval_splits(config.dataset)
+    dataset = eval_datasets[0]  # trains on the train split; its eval split is the reported one
+    info = data.dataset_info(dataset)
     model = build_model(config.model, info.num_classes, parallel.axis_name)
     steps_per_epoch, total_steps = training_steps(config, info.num_train_examples)
+    eval_every = every_steps(config, "eval", steps_per_epoch)
+    checkpoint_every = every_steps(config, "checkpoint", steps_per_epoch)
     schedule = make_schedule(
         config.schedule,
         peak=config.optimizer.learning_rate,
@@ -191,7 +269,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         state = parallel.from_checkpoint(checkpointer.restore(start_step, target))
         console(f"Resuming from the checkpoint at step {start_step}.")
     elif hasattr(model, "data_init"):  # parameters fitted to training images, e.g. whitening
-        images = data.first_train_images(config.dataset, model.data_init_examples)
+        images = data.first_train_images(dataset, model.data_init_examples)
         fitted = model.data_init(images)
         state = parallel.init(functools.partial(init_fn, data_init_params=fitted))
         console(f"Initialised {', '.join(fitted)} from {len(images)} training images.")
@@ -215,6 +293,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         label_smoothing=config.label_smoothing,
         aux_loss_weight=config.aux_loss_weight,
         axis_name=parallel.axis_name,
+        accum_steps=config.optimizer.accum_steps,
         ema_decay_at=(
             ema_decay_schedule(config.ema.decay, config.ema.warmup, total_steps)
             if use_ema
@@ -227,19 +306,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     # checkpoints, when fewer than per_dispatch steps are left before it.
     train_step = parallel.compile_train(step_fn)
     train_steps = parallel.compile_train(scan_steps(step_fn))
-    intervals = [config.log_every_steps, config.eval_every_steps, config.checkpoint_every_steps]
+    intervals = [config.log_every_steps, eval_every, checkpoint_every]
 
     def steps_to_next_report(step: int) -> int:
-        """Steps from ``step`` to the next one that logs, evaluates, checkpoints or ends."""
-        return min([total_steps] + [(step // n + 1) * n for n in intervals if n > 0]) - step
+        """Steps from ``step`` to the next one that logs, evaluates, checkpoints, starts or
+        stops profiling, or ends."""
+        ends = [total_steps] + [(step // n + 1) * n for n in intervals if n > 0]
+        ends += [s for s in profiler.boundaries if s > step]
+        return min(ends) - step
 
     eval_step = parallel.compile_eval(
         make_eval_step(model, axis_name=parallel.axis_name, tta=config.eval_tta)
     )
 
-    def evaluate_weights(variables: dict[str, Any]) -> dict[str, float]:
+    def evaluate_weights(
+        variables: dict[str, Any], eval_dataset: ml_collections.ConfigDict
+    ) -> dict[str, float]:
         batches = data.eval_batches(
-            config.dataset, batch_size=config.eval_batch_size, shard_batch=parallel.shard_batch
+            eval_dataset, batch_size=config.eval_batch_size, shard_batch=parallel.shard_batch
         )
         totals = None
         for batch in batches:
@@ -247,22 +331,46 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             totals = sums if totals is None else tree_add(totals, sums)
         totals = parallel.metrics_to_host(totals)
         count = float(totals["count"])
-        return {
+        metrics = {
             "loss": float(totals["loss"]) / count,
             "accuracy": float(totals["correct"]) / count,
             "num_examples": count,
         }
-
-    def evaluate() -> dict[str, float]:
-        """Metrics of the trained weights, and with EMA those of the average as ``ema_*``."""
-        metrics = evaluate_weights(state.variables())
-        if use_ema:
-            ema = evaluate_weights(state.ema)
-            metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_examples"})
+        if "correct_top5" in totals:
+            metrics["top5_accuracy"] = float(totals["correct_top5"]) / count
         return metrics
 
+    def evaluate() -> dict[str, dict[str, float]]:
+        """Metrics of every eval split by record name (``eval`` for the first, ``eval:SPLIT``
+        for the others): the trained weights', and with EMA the average's as ``ema_*``."""
+        results = {}
+        for i, eval_dataset in enumerate(eval_datasets):
+            metrics = evaluate_weights(state.variables(), eval_dataset)
+            if use_ema:
+                ema = evaluate_weights(state.ema, eval_dataset)
+                metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_examples"})
+            results["eval" if i == 0 else f"eval:{eval_dataset.eval_split}"] = metrics
+        return results
+
+    def log_evaluation(step: int) -> dict[str, dict[str, float]]:
+        evaluations = evaluate()
+        for name, metrics in evaluations.items():
+            writer.write(step, name, metrics)
+            ema_text = ""
+            if use_ema:
+                ema_text = (
+                    f" | EMA loss {metrics['ema_loss']:.4f} | "
+                    f"EMA accuracy {metrics['ema_accuracy']:.4f}"
+                )
+            console(
+                f"{name} at step {step}: loss {metrics['loss']:.4f} | "
+                f"accuracy {metrics['accuracy']:.4f}{ema_text} "
+                f"({int(metrics['num_examples'])} examples)"
+            )
+        return evaluations
+
     batches = data.train_batches(
-        config.dataset,
+        dataset,
         batch_size=config.batch_size,
         seed=config.seed,
         start_step=start_step,
@@ -273,26 +381,31 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     window_start, window_steps = time.perf_counter(), 0
     train_start = time.perf_counter()
     train_images_per_sec = float("nan")
-    eval_metrics: dict[str, float] = {}
+    evaluations: dict[str, dict[str, float]] = {}
     with _StopRequests() as stop:
         step = start_step
         while step < total_steps:
             n = per_dispatch if steps_to_next_report(step) >= per_dispatch else 1
-            if n > 1:
-                stacked = parallel.stack_batches([next(batches) for _ in range(n)])
-                state, metrics = train_steps(state, stacked)
-            else:
-                state, metrics = train_step(state, next(batches))
+            profiler.before(step)
+            with profiler.annotate(step):
+                if n > 1:
+                    stacked = parallel.stack_batches([next(batches) for _ in range(n)])
+                    state, metrics = train_steps(state, stacked)
+                else:
+                    state, metrics = train_step(state, next(batches))
             first, step = step + 1, step + n
+            profiler.after(step, state)
             pending.append(metrics)
             window_steps += n
             is_last = step == total_steps
-            do_eval = is_last or (config.eval_every_steps and step % config.eval_every_steps == 0)
+            do_eval = is_last or (eval_every and step % eval_every == 0)
             # Every step number goes to the preemption check, so that all processes see the
             # step they agreed to stop at.
             preempted = [checkpointer.reached_preemption(s) for s in range(first, step + 1)]
             stopping = stop.signum is not None or any(preempted)
-            do_checkpoint = is_last or stopping or step % config.checkpoint_every_steps == 0
+            do_checkpoint = (
+                is_last or stopping or bool(checkpoint_every and step % checkpoint_every == 0)
+            )
             if (
                 do_eval
                 or do_checkpoint
@@ -315,22 +428,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     f"{train_images_per_sec:,.0f} img/s | ETA {_format_duration(eta)}"
                 )
                 pending.clear()
-                if do_eval:
-                    eval_metrics = evaluate()
-                    writer.write(step, "eval", eval_metrics)
-                    ema_text = (
-                        f" | EMA loss {eval_metrics['ema_loss']:.4f} | "
-                        f"EMA accuracy {eval_metrics['ema_accuracy']:.4f}"
-                        if use_ema
-                        else ""
-                    )
-                    console(
-                        f"eval at step {step}: loss {eval_metrics['loss']:.4f} | "
-                        f"accuracy {eval_metrics['accuracy']:.4f}{ema_text} "
-                        f"({int(eval_metrics['num_examples'])} examples)"
-                    )
+                # Save before evaluating: a failed evaluation must not lose the trained steps.
                 if do_checkpoint:
                     checkpointer.save(step, parallel.for_checkpoint(state))
+                if do_eval:
+                    evaluations = log_evaluation(step)
                 # Throughput windows exclude evaluation and checkpointing.
                 window_start, window_steps = time.perf_counter(), 0
             if stopping:
@@ -340,8 +442,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     checkpointer.close()
     writer.close()
 
-    if not eval_metrics:  # nothing left to train: report the restored model
-        eval_metrics = evaluate()
+    if not evaluations:  # nothing left to train: report the restored model
+        evaluations = evaluate()
     results = {
         "model": config.model.name,
         "dataset": info.name,
@@ -353,8 +455,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         "started_at_step": start_step,
         "hardware": hardware.summary(),
         "commit": source_commit(),
-        **report_eval(eval_metrics),
+        **report_eval(evaluations.pop("eval")),
     }
+    if evaluations:
+        results["eval_splits"] = {name.split(":", 1)[1]: m for name, m in evaluations.items()}
     if jax.process_index() == 0:
         _write_json_atomically(os.path.join(workdir, RESULTS_FILE), results)
     console(

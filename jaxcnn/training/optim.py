@@ -11,15 +11,17 @@ import optax
 
 from jaxcnn.errors import UserError, unknown_choice
 
-OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("cosine", "linear", "constant", "step")
+OPTIMIZERS = ("sgd", "adamw", "rmsprop", "lars", "lamb")
+SCHEDULES = ("cosine", "linear", "polynomial", "exponential", "constant", "step")
 
 
 def make_schedule(
     config: ml_collections.ConfigDict, *, peak: float, steps_per_epoch: int, total_steps: int
 ) -> optax.Schedule:
-    """Linear warm-up to ``peak`` (from ``warmup_init_factor * peak``), then cosine or linear
-    decay to ``end_factor * peak``, a constant, or steps at given epochs."""
+    """Linear warm-up to ``peak`` (from ``warmup_init_factor * peak``), then cosine, linear or
+    polynomial decay to ``end_factor * peak``, exponential decay by ``decay_factor`` every
+    ``decay_every_epochs`` (staircase, as TensorFlow's EfficientNet), a constant, or steps at
+    given epochs."""
     warmup = int(round(config.warmup_epochs * steps_per_epoch))
     if warmup >= total_steps:
         raise UserError(
@@ -31,6 +33,16 @@ def make_schedule(
         main = optax.cosine_decay_schedule(peak, total_steps - warmup, alpha=config.end_factor)
     elif config.name == "linear":
         main = optax.linear_schedule(peak, end, total_steps - warmup)
+    elif config.name == "polynomial":
+        main = optax.polynomial_schedule(peak, end, config.power, total_steps - warmup)
+    elif config.name == "exponential":
+        every = config.decay_every_epochs * steps_per_epoch
+        if every <= 0 or not 0 < config.decay_factor <= 1:
+            raise UserError(
+                "schedule.name='exponential' needs decay_every_epochs > 0 and decay_factor in "
+                f"(0, 1], not {config.decay_every_epochs} and {config.decay_factor}"
+            )
+        main = optax.exponential_decay(peak, every, config.decay_factor, staircase=True)
     elif config.name == "constant":
         main = optax.constant_schedule(peak)
     elif config.name == "step":
@@ -121,7 +133,51 @@ def make_optimizer(
     elif opt.name == "adamw":
         chain.append(
             optax.adamw(
-                schedule, b1=opt.b1, b2=opt.b2, weight_decay=opt.weight_decay, mask=_kernels_only
+                schedule,
+                b1=opt.b1,
+                b2=opt.b2,
+                eps=opt.eps,
+                weight_decay=opt.weight_decay,
+                mask=_kernels_only,
+            )
+        )
+    elif opt.name == "rmsprop":
+        # TensorFlow's convention, which EfficientNet's recipe was tuned with: epsilon inside
+        # the square root and the mean square starting at 1.
+        if opt.weight_decay:
+            chain.append(optax.add_decayed_weights(opt.weight_decay, mask=_kernels_only))
+        chain.append(
+            optax.rmsprop(
+                schedule,
+                decay=opt.rms_decay,
+                eps=opt.eps,
+                initial_scale=1.0,
+                eps_in_sqrt=True,
+                momentum=opt.momentum or None,
+                nesterov=opt.nesterov,
+            )
+        )
+    elif opt.name == "lars":
+        chain.append(
+            optax.lars(
+                schedule,
+                weight_decay=opt.weight_decay,
+                weight_decay_mask=_kernels_only,
+                trust_coefficient=opt.trust_coefficient,
+                trust_ratio_mask=_kernels_only,
+                momentum=opt.momentum,
+                nesterov=opt.nesterov,
+            )
+        )
+    elif opt.name == "lamb":
+        chain.append(
+            optax.lamb(
+                schedule,
+                b1=opt.b1,
+                b2=opt.b2,
+                eps=opt.eps,
+                weight_decay=opt.weight_decay,
+                mask=_kernels_only,
             )
         )
     else:

@@ -66,6 +66,31 @@ def update_ema(
     return state
 
 
+def classification_metrics(logits: jax.Array, labels: jax.Array) -> Metrics:
+    """Per-example ``correct`` (top-1) and, with more than 5 classes, ``correct_top5``."""
+    ids = _class_ids(labels)
+    metrics = {"correct": (jnp.argmax(logits, -1) == ids).astype(jnp.float32)}
+    if logits.shape[-1] > 5:
+        top5 = jax.lax.top_k(logits, 5)[1]
+        metrics["correct_top5"] = jnp.any(top5 == ids[:, None], axis=-1).astype(jnp.float32)
+    return metrics
+
+
+def micro_batches(batch: Batch, count: int) -> Batch:
+    """``batch`` as ``count`` micro-batches along a new leading axis; micro-batch ``i`` takes
+    every ``count``-th example from ``i`` on, so that each device of a sharded batch holds a
+    part of every micro-batch."""
+    size = batch["label"].shape[0]
+    if size % count:
+        raise UserError(
+            f"optimizer.accum_steps={count} does not divide the {size} examples of each "
+            "device's batch; use a batch_size that does"
+        )
+    return jax.tree.map(
+        lambda x: x.reshape(size // count, count, *x.shape[1:]).swapaxes(0, 1), batch
+    )
+
+
 def make_train_step(
     model: nn.Module,
     tx: optax.GradientTransformation,
@@ -74,23 +99,30 @@ def make_train_step(
     label_smoothing: float = 0.0,
     aux_loss_weight: float = 0.3,
     axis_name: str | None = None,
+    accum_steps: int = 1,
     ema_decay_at: Callable[[jax.Array], jax.Array] | None = None,
     ema_every: int = 1,
     ema_lookahead: bool = False,
 ) -> Callable[[TrainState, Batch], tuple[TrainState, Metrics]]:
     """``train_step(state, batch) -> (state, metrics)``: one optimizer update, then (with
-    ``ema_decay_at``) one of the weights' moving average (:func:`update_ema`)."""
+    ``ema_decay_at``) one of the weights' moving average (:func:`update_ema`).
+
+    With ``accum_steps`` > 1 the batch is split into that many micro-batches whose gradients
+    are averaged before the update (the update of the whole batch, in less memory); each
+    micro-batch updates the BatchNorm statistics in turn. Metrics: ``loss``, ``accuracy``,
+    ``top5_accuracy`` (more than 5 classes), ``grad_norm`` (before clipping), ``learning_rate``.
+    """
 
     def mean_over_devices(tree: Any) -> Any:
         return jax.lax.pmean(tree, axis_name) if axis_name else tree
 
-    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
-        dropout_key = jax.random.fold_in(state.rng, state.step)
-        if axis_name:
-            dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+    def gradients(
+        params: Any, batch_stats: Any, batch: Batch, dropout_key: jax.Array
+    ) -> tuple[Any, Any, Metrics]:
+        """(gradients, updated BatchNorm statistics, metrics) of one (micro-)batch."""
 
         def loss_fn(params):
-            variables = {"params": params, "batch_stats": state.batch_stats}
+            variables = {"params": params, "batch_stats": batch_stats}
             logits, updates = model.apply(
                 variables,
                 batch["image"],
@@ -103,8 +135,40 @@ def make_train_step(
                 loss += aux_loss_weight * cross_entropy(aux, batch["label"], label_smoothing).mean()
             return loss, (logits, updates.get("batch_stats", {}))
 
-        (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params
+        (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        correct = classification_metrics(logits, batch["label"])
+        metrics = {"loss": loss, "accuracy": jnp.mean(correct["correct"])}
+        if "correct_top5" in correct:
+            metrics["top5_accuracy"] = jnp.mean(correct["correct_top5"])
+        return grads, new_stats, metrics
+
+    def accumulated_gradients(
+        params: Any, batch_stats: Any, batch: Batch, dropout_key: jax.Array
+    ) -> tuple[Any, Any, Metrics]:
+        def add_micro_batch(carry, inputs):
+            stats, grad_sum = carry
+            index, micro = inputs
+            grads, stats, metrics = gradients(
+                params, stats, micro, jax.random.fold_in(dropout_key, index)
+            )
+            return (stats, jax.tree.map(jnp.add, grad_sum, grads)), metrics
+
+        (batch_stats, grad_sum), metrics = jax.lax.scan(
+            add_micro_batch,
+            (batch_stats, jax.tree.map(jnp.zeros_like, params)),
+            (jnp.arange(accum_steps), micro_batches(batch, accum_steps)),
+        )
+        grads = jax.tree.map(lambda g: g / accum_steps, grad_sum)
+        return grads, batch_stats, jax.tree.map(jnp.mean, metrics)
+
+    compute_gradients = gradients if accum_steps == 1 else accumulated_gradients
+
+    def train_step(state: TrainState, batch: Batch) -> tuple[TrainState, Metrics]:
+        dropout_key = jax.random.fold_in(state.rng, state.step)
+        if axis_name:
+            dropout_key = jax.random.fold_in(dropout_key, jax.lax.axis_index(axis_name))
+        grads, batch_stats, metrics = compute_gradients(
+            state.params, state.batch_stats, batch, dropout_key
         )
         grads = mean_over_devices(grads)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
@@ -116,8 +180,8 @@ def make_train_step(
         )
         if ema_decay_at is not None:
             new_state = update_ema(new_state, ema_decay_at, ema_every, ema_lookahead)
-        accuracy = jnp.mean(jnp.argmax(logits, -1) == _class_ids(batch["label"]))
-        metrics = mean_over_devices({"loss": loss, "accuracy": accuracy})
+        metrics = mean_over_devices(metrics)
+        metrics["grad_norm"] = optax.global_norm(grads)
         metrics["learning_rate"] = schedule(state.step)
         return new_state, metrics
 
@@ -187,8 +251,9 @@ def check_tta(mode: str) -> None:
 def make_eval_step(
     model: nn.Module, *, axis_name: str | None = None, tta: str = "none"
 ) -> Callable[[dict[str, Any], Batch], Metrics]:
-    """``eval_step(variables, batch) -> sums``: loss and correct-prediction sums over the
-    unmasked examples and their count, so that padded batches average correctly. ``tta``
+    """``eval_step(variables, batch) -> sums``: loss and correct-prediction sums (top-1, and
+    top-5 with more than 5 classes) over the unmasked examples and their count, so that padded
+    batches average correctly. ``tta``
     averages the logits of test-time views (:func:`tta_logits`)."""
     check_tta(tta)
 
@@ -198,11 +263,12 @@ def make_eval_step(
 
         logits = tta_logits(apply, batch["image"], tta)
         mask = batch["mask"].astype(jnp.float32)
-        sums = {
-            "loss": jnp.sum(cross_entropy(logits, batch["label"], 0.0) * mask),
-            "correct": jnp.sum((jnp.argmax(logits, -1) == _class_ids(batch["label"])) * mask),
-            "count": jnp.sum(mask),
+        per_example = {
+            "loss": cross_entropy(logits, batch["label"], 0.0),
+            **classification_metrics(logits, batch["label"]),
         }
+        sums = {k: jnp.sum(v * mask) for k, v in per_example.items()}
+        sums["count"] = jnp.sum(mask)
         return jax.lax.psum(sums, axis_name) if axis_name else sums
 
     return eval_step

@@ -37,6 +37,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.weight_decay = 5e-4
     config.schedule.name = "cosine"
     config.log_every_steps = 100
-    config.eval_every_steps = 3_900  # every 10 epochs
-    config.checkpoint_every_steps = 3_900
+    config.eval_every_epochs = 10.0
+    config.checkpoint_every_epochs = 10.0
     return config

@@ -36,8 +36,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.optimizer.momentum = 0.9
     config.schedule.name = "cosine"
     config.log_every_steps = 100
-    config.eval_every_steps = 938  # about once per epoch (60,000 / 64)
-    config.checkpoint_every_steps = 938
+    config.eval_every_epochs = 1.0
+    config.checkpoint_every_epochs = 1.0
     return config
 
 

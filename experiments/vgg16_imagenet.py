@@ -38,6 +38,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.step_epochs = (30.0, 50.0, 65.0)
     config.schedule.step_factor = 0.1
     config.log_every_steps = 200
-    config.eval_every_steps = 25_000  # about every 5 epochs (5,004 steps per epoch)
+    config.eval_every_epochs = 5.0
     config.checkpoint_every_steps = 5_000
     return config

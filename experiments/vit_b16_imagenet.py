@@ -38,6 +38,6 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.name = "cosine"
     config.schedule.warmup_epochs = 32.0
     config.log_every_steps = 100
-    config.eval_every_steps = 3_120  # every 10 epochs (312 steps per epoch)
+    config.eval_every_epochs = 10.0
     config.checkpoint_every_steps = 1_000
     return config

@@ -35,8 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
     config.schedule.step_epochs = (60.0, 120.0, 160.0)
     config.schedule.step_factor = 0.2
     config.log_every_steps = 100
-    config.eval_every_steps = 3_900  # every 10 epochs
-    config.checkpoint_every_steps = 3_900
+    config.eval_every_epochs = 10.0
+    config.checkpoint_every_epochs = 10.0
     return config
 
 

@@ -16,7 +16,7 @@ def base_config() -> ml_collections.ConfigDict:
 
     config.model = ml_collections.ConfigDict()
     config.model.name = "lenet5"  # see `python -m jaxcnn.models`
-    config.model.dtype = "float32"  # computation dtype: float32 | bfloat16 | float16
+    config.model.dtype = "float32"  # computation dtype: float32 | bfloat16 (float16 is refused)
     # Any further field of config.model (e.g. dropout_rate) is passed to the model's constructor.
 
     config.dataset = ml_collections.ConfigDict()
@@ -119,9 +119,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.log_every_secs = 5.0
     config.log_every_steps = 50
     config.eval_every_steps = 0  # evaluate every N steps; 0 = at the end only
-    config.eval_every_epochs = 0.0  # or every this many epochs (not both); 0 = off
+    config.eval_every_epochs = 0.0  # > 0: every this many epochs instead
     config.checkpoint_every_steps = 500  # and always at the end (and when stopped by a signal)
-    config.checkpoint_every_epochs = 0.0  # or every this many epochs (instead of the steps)
+    config.checkpoint_every_epochs = 0.0  # > 0: every this many epochs instead
     # Write a jax.profiler trace of these steps to WORKDIR/profile, e.g. "100:110"; "" = off.
     config.profile_steps = ""
     config.keep_checkpoints = 3  # the last N checkpoints are kept

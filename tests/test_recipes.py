@@ -251,3 +251,140 @@ def test_fast_cifar_recipe_runs_a_few_steps(tmp_path):
     averages = jax.tree.leaves(saved["ema"]["params"])
     for a, b in zip(jax.tree.leaves(saved["params"]), averages, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def _lenet_step(accum_steps: int):
+    from jaxcnn.training.step import make_train_step
+
+    model = models.create("lenet5", num_classes=10)
+    tx = optax.sgd(0.1, momentum=0.9)
+    step = make_train_step(model, tx, optax.constant_schedule(0.1), accum_steps=accum_steps)
+    return model, tx, jax.jit(step)
+
+
+def test_gradient_accumulation_makes_the_update_of_the_whole_batch():
+    """LeNet-5 has no BatchNorm, so 4 micro-batches of 8 give the update of one batch of 32."""
+    from jaxcnn.training.state import init_train_state
+
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(rng.normal(size=(32, 32, 32, 1)), jnp.float32),
+        "label": jnp.asarray(rng.integers(0, 10, size=32), jnp.int32),
+    }
+    results = {}
+    for accum_steps in (1, 4):
+        model, tx, step = _lenet_step(accum_steps)
+        state = jax.jit(lambda model=model, tx=tx: init_train_state(model, tx, (32, 32, 1), 0))()
+        for _ in range(2):
+            state, metrics = step(state, batch)
+        results[accum_steps] = state, metrics
+    (whole, whole_metrics), (accumulated, accumulated_metrics) = results[1], results[4]
+    assert int(accumulated.step) == 2  # a step is one update, however many micro-batches
+    for a, b in zip(
+        jax.tree.leaves(whole.params), jax.tree.leaves(accumulated.params), strict=True
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+    for key in ("loss", "accuracy", "top5_accuracy", "grad_norm"):
+        assert float(accumulated_metrics[key]) == pytest.approx(float(whole_metrics[key]), rel=1e-4)
+    assert float(whole_metrics["loss"]) > 0 and float(whole_metrics["grad_norm"]) > 0
+
+
+def test_top5_counts_a_label_among_the_five_highest_logits():
+    from jaxcnn.training.step import classification_metrics
+
+    logits = jnp.array([[9.0, 8, 7, 6, 5, 4, 3], [9.0, 8, 7, 6, 5, 4, 3]])
+    metrics = classification_metrics(logits, jnp.array([2, 6]))
+    np.testing.assert_array_equal(metrics["correct"], [0, 0])
+    np.testing.assert_array_equal(metrics["correct_top5"], [1, 0])
+    assert "correct_top5" not in classification_metrics(logits[:, :5], jnp.array([0, 1]))
+
+
+def test_rmsprop_follows_tensorflows_convention():
+    """The mean square starts at 1 and epsilon is inside the square root."""
+    config = base_config()
+    config.optimizer.name, config.optimizer.momentum, config.optimizer.eps = "rmsprop", 0.0, 0.1
+    tx = make_optimizer(config, optax.constant_schedule(0.5))
+    params = jnp.array([1.0])
+    updates, _ = tx.update(jnp.array([2.0]), tx.init(params), params)
+    expected = -0.5 * 2.0 / np.sqrt(0.9 * 1.0 + 0.1 * 4.0 + 0.1)
+    np.testing.assert_allclose(updates, [expected], rtol=1e-6)
+
+
+def test_exponential_and_polynomial_schedules():
+    exponential = _schedule(name="exponential", decay_factor=0.5, decay_every_epochs=2.5)
+    assert [float(exponential(s)) for s in (0, 24, 25, 50)] == pytest.approx([2, 2, 1, 0.5])
+    polynomial = _schedule(name="polynomial", power=2.0, end_factor=0.0)
+    assert float(polynomial(50)) == pytest.approx(2.0 * 0.25)
+    with pytest.raises(UserError, match="decay_factor"):
+        _schedule(name="exponential", decay_factor=1.5)
+
+
+def test_efficientnet_batchnorm_has_the_reference_constants():
+    import flax.linen as nn
+
+    model = models.create("efficientnet_b0", width_mult=0.25, depth_mult=0.25)
+    norms = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.BatchNorm):
+            norms.append((context.module.epsilon, context.module.momentum))
+        return next_fun(*args, **kwargs)
+
+    with nn.intercept_methods(record):
+        jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 32, 32, 3)))
+    assert norms and set(norms) == {(1e-3, 0.99)}
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"optimizer.name": "rmsprop", "optimizer.eps": 1e-3, "schedule.name": "exponential",
+         "schedule.decay_every_epochs": 0.5, "ema.decay": 0.99, "ema.warmup": "count"},
+        {"optimizer.name": "lars", "optimizer.learning_rate": 1.0, "schedule.name": "polynomial",
+         "optimizer.accum_steps": 4},
+        {"optimizer.name": "lamb", "optimizer.learning_rate": 0.01, "eval_tta": "flip",
+         "optimizer.lr_multipliers": "conv1/.*=0"},
+    ],
+    ids=["rmsprop", "lars", "lamb"],
+)  # fmt: skip
+def test_recipe_fields_train_the_quickstart(overrides, digits_data_dir, tmp_path):
+    from test_train import quickstart_config
+
+    from jaxcnn.training.loop import train_and_evaluate
+
+    config = quickstart_config(
+        digits_data_dir, num_train_steps=48, **{"schedule.warmup_epochs": 0.0}, **overrides
+    )
+    results = train_and_evaluate(config, str(tmp_path))
+    assert results["eval"]["accuracy"] > 0.3, results  # learnt something (chance: 0.1)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(r["grad_norm"]) for r in records if r["split"] == "train")
+
+
+def test_eval_splits_epoch_intervals_and_profile(digits_data_dir, tmp_path):
+    from test_train import quickstart_config
+
+    from jaxcnn.training.loop import train_and_evaluate
+
+    config = quickstart_config(
+        digits_data_dir,
+        num_train_steps=40,
+        eval_every_epochs=1.0,
+        profile_steps="3:5",
+        **{
+            "schedule.warmup_epochs": 0.0,
+            "dataset.train_split": "train[:80%]",
+            "dataset.eval_split": "test,train[80%:]",
+        },
+    )
+    results = train_and_evaluate(config, str(tmp_path))
+    steps_per_epoch = int(1437 * 0.8) // config.batch_size
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    eval_steps = sorted({r["step"] for r in records if r["split"] == "eval"})
+    assert eval_steps == [steps_per_epoch, 2 * steps_per_epoch, 40]
+    held_out = [r for r in records if r["split"] == "eval:train[80%:]"]
+    assert [r["step"] for r in held_out] == eval_steps
+    assert held_out[-1]["num_examples"] == results["eval_splits"]["train[80%:]"]["num_examples"]
+    assert results["eval"]["num_examples"] == 360 and "top5_accuracy" in results["eval"]
+    traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
+    assert traces and traces[0].stat().st_size > 0

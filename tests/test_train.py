@@ -189,6 +189,12 @@ def test_steps_per_dispatch_trains_the_same_steps(digits_data_dir, tmp_path, mon
         ("--config.batch_size=many", "--config.batch_size=many"),
         ("--config.conv_impl=fast", "unknown conv_impl 'fast'; valid choices: auto, onednn, taps"),
         ("--config.steps_per_dispatch=-2", "steps_per_dispatch must be 0 (auto) or more, not -2"),
+        ("--config.model.dtype=float16", "model.dtype=float16 needs loss scaling"),
+        ("--config.optimizer.accum_steps=3", "accum_steps=3 does not divide each device's batch"),
+        ("--config.ema.decay=1.5", "ema.decay=1.5 is out of range"),
+        ("--config.eval_tta=rotate", "unknown eval_tta 'rotate'; valid choices: flip"),
+        ("--config.profile_steps=9:3", "profile_steps='9:3' is not START:STOP"),
+        ("--config.optimizer.lr_multipliers=bias", "entry 'bias' is not REGEX=FACTOR"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(override, expected, digits_data_dir, tmp_path):

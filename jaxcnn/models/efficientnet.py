@@ -8,9 +8,10 @@ linear 1×1 projection; residual with stochastic depth when the shape is kept), 
 B1–B7 scale B0 by compound scaling: channels × ``width_mult`` (rounded to multiples of 8),
 blocks per stage × ``depth_mult`` (rounded up), and a larger default resolution; dropout grows
 from 0.2 to 0.5. The stochastic-depth rate rises linearly from 0 to ``stochastic_depth_rate``
-(0.2) over the blocks. Follows torchvision's layout (BatchNorm with PyTorch's default ε = 1e-5
-and momentum, where the TensorFlow original uses ε = 1e-3) and the paper's resolutions (B2:
-260, where torchvision's weights were evaluated at 288).
+(0.2) over the blocks. Follows torchvision's layout and the paper's resolutions (B2: 260, where
+torchvision's weights were evaluated at 288). BatchNorm uses the reference's constants, ε = 1e-3
+and running-average momentum 0.99 (TensorFlow's original, and torchvision's B5–B7 ports of it;
+torchvision's B0–B4 use PyTorch's defaults, ε = 1e-5 and 0.9): ``bn_epsilon``, ``bn_momentum``.
 B0 has 5,288,548 parameters at 224×224 with 1000 classes.
 """
 
@@ -63,6 +64,8 @@ class MBConv(nn.Module):
     kernel: int
     strides: int
     drop_path_rate: float
+    bn_epsilon: float = 1e-3
+    bn_momentum: float = 0.99
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     bn_axis_name: str | None = None
@@ -70,7 +73,12 @@ class MBConv(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        bn_kw = dict(bn_axis_name=self.bn_axis_name, **kw)
+        bn_kw = dict(
+            bn_axis_name=self.bn_axis_name,
+            bn_epsilon=self.bn_epsilon,
+            bn_momentum=self.bn_momentum,
+            **kw,
+        )
         inputs = x
         channels = x.shape[-1]
         expanded = make_divisible(channels * self.expansion)
@@ -100,13 +108,21 @@ class EfficientNet(nn.Module):
     depth_mult: float = 1.0
     dropout_rate: float = 0.2
     stochastic_depth_rate: float = 0.2
+    bn_epsilon: float = 1e-3
+    bn_momentum: float = 0.99
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
     bn_axis_name: str | None = None
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
+        kw = dict(
+            dtype=self.dtype,
+            param_dtype=self.param_dtype,
+            bn_axis_name=self.bn_axis_name,
+            bn_epsilon=self.bn_epsilon,
+            bn_momentum=self.bn_momentum,
+        )
         x = _ConvBNSiLU(make_divisible(32 * self.width_mult), 3, 2, name="stem", **kw)(x, train)
         depths = [math.ceil(n * self.depth_mult) for *_, n in STAGES]
         block_id = 0

@@ -97,6 +97,7 @@ class ConvBNAct(nn.Module):
     groups: int = 1
     activation: Callable[[jax.Array], jax.Array] | None = nn.relu
     bn_epsilon: float = 1e-5
+    bn_momentum: float = 0.9  # of the running averages (PyTorch's momentum is 1 - this)
     kernel_init: Callable = conv_kernel_init
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -118,7 +119,7 @@ class ConvBNAct(nn.Module):
         )(x)
         x = nn.BatchNorm(
             use_running_average=not train,
-            momentum=0.9,
+            momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             axis_name=self.bn_axis_name,
             name="bn",

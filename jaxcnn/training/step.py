@@ -181,7 +181,7 @@ def make_train_step(
         if ema_decay_at is not None:
             new_state = update_ema(new_state, ema_decay_at, ema_every, ema_lookahead)
         metrics = mean_over_devices(metrics)
-        metrics["grad_norm"] = optax.global_norm(grads)
+        metrics["grad_norm"] = optax.tree.norm(grads)
         metrics["learning_rate"] = schedule(state.step)
         return new_state, metrics
 

@@ -66,9 +66,10 @@ def optimizer():
     return optax.sgd(LEARNING_RATE, momentum=0.9)
 
 
-def train_for_steps(parallel, state, batches, *, scanned: bool = False):
+def train_for_steps(parallel, state, batches, *, scanned: bool = False, accum_steps: int = 1):
     """Train from the host ``state`` on ``batches`` (global numpy batches) with ``parallel``:
-    one call per step, or with ``scanned`` all the steps in one call (``scan_steps``).
+    one call per step, or with ``scanned`` all the steps in one call (``scan_steps``);
+    ``accum_steps`` micro-batches per step.
 
     Returns the final state (on device) and the per-step losses on the host.
     """
@@ -83,6 +84,7 @@ def train_for_steps(parallel, state, batches, *, scanned: bool = False):
         optimizer(),
         optax.constant_schedule(LEARNING_RATE),
         axis_name=parallel.axis_name,
+        accum_steps=accum_steps,
         ema_decay_at=ema_decay_schedule(0.5, "none", NUM_STEPS),
     )
     state = parallel.from_checkpoint(state)
@@ -99,6 +101,20 @@ def train_for_steps(parallel, state, batches, *, scanned: bool = False):
             metrics.append(step_metrics)
     host = parallel.metrics_to_host(metrics)
     return state, [float(loss) for m in host for loss in np.ravel(m["loss"])]
+
+
+def evaluate_with_tta(parallel, state, batch) -> dict:
+    """Eval sums of ``state``'s weights on ``batch`` (masked), with flip+translate TTA."""
+    import numpy as np
+
+    from jaxcnn.training.step import make_eval_step
+
+    eval_step = make_eval_step(
+        tiny_resnet(parallel.axis_name), axis_name=parallel.axis_name, tta="flip+translate"
+    )
+    masked = {**batch, "mask": np.arange(len(batch["label"])) < len(batch["label"]) - 3}
+    sums = parallel.compile_eval(eval_step)(state.variables(), parallel.shard_batch(masked))
+    return {k: float(v) for k, v in parallel.metrics_to_host(sums).items()}
 
 
 def random_batches(num_steps: int, batch_size: int, image_shape) -> list[dict]:
@@ -142,11 +158,14 @@ def _compare_strategies() -> dict:
         "pmap": PmapParallel(),
     }
     results = {}
+    variants = {"": {}, "_scanned": {"scanned": True}, "_accum2": {"accum_steps": 2}}
     for name, parallel in strategies.items():
-        for scanned in (False, True):
-            trained, losses = train_for_steps(parallel, state, batches, scanned=scanned)
+        for suffix, options in variants.items():
+            if suffix == "_accum2" and name == "jit_shard_params":
+                continue
+            trained, losses = train_for_steps(parallel, state, batches, **options)
             host_state = jax.device_get(parallel.for_checkpoint(trained))
-            results[f"{name}_scanned" if scanned else name] = {
+            results[name + suffix] = {
                 "variables": (host_state.params, host_state.batch_stats, host_state.ema),
                 "loss": losses,
                 "sharded_leaves": sum(
@@ -154,21 +173,35 @@ def _compare_strategies() -> dict:
                     for leaf in jax.tree.leaves(trained.params)
                 ),
             }
+            if not suffix:
+                results[name]["eval"] = evaluate_with_tta(parallel, trained, batches[0])
     reference = results.pop("one_device")
+    accumulated = results.pop("one_device_accum2")
+
+    def differences(result: dict) -> dict:
+        # Accumulated steps are compared with accumulated steps on one device: BatchNorm sees
+        # micro-batches, so they differ from whole-batch steps.
+        base = accumulated if result is not reference and "accum_steps" in result else reference
+        return {
+            "max_variable_difference": max_difference(result["variables"], base["variables"]),
+            "max_loss_difference": max(
+                abs(a - b) for a, b in zip(result["loss"], base["loss"], strict=True)
+            ),
+            "sharded_leaves": result["sharded_leaves"],
+            "max_eval_difference": max(
+                (abs(v - reference["eval"][k]) for k, v in result.get("eval", {}).items()),
+                default=0.0,
+            ),
+        }
+
+    for name in results:
+        if name.endswith("_accum2"):
+            results[name]["accum_steps"] = 2
     return {
         "reference_loss": reference["loss"],
-        "strategies": {
-            name: {
-                "max_variable_difference": max_difference(
-                    result["variables"], reference["variables"]
-                ),
-                "max_loss_difference": max(
-                    abs(a - b) for a, b in zip(result["loss"], reference["loss"], strict=True)
-                ),
-                "sharded_leaves": result["sharded_leaves"],
-            }
-            for name, result in results.items()
-        },
+        "reference_eval": reference["eval"],
+        "accumulated_moved": max_difference(accumulated["variables"], reference["variables"]),
+        "strategies": {name: differences(result) for name, result in results.items()},
     }
 
 
@@ -198,12 +231,18 @@ def comparison() -> dict:
         "jit_scanned",
         "jit_shard_params_scanned",
         "pmap_scanned",
+        # Gradient accumulation over 2 micro-batches, against the same on 1 device.
+        "jit_accum2",
+        "pmap_accum2",
     ],
 )
 def test_eight_devices_make_the_update_of_one(comparison: dict, strategy: str) -> None:
+    """Parameters, BatchNorm statistics, the weights' moving average and losses agree; so do
+    evaluation sums with flip+translate test-time augmentation."""
     result = comparison["strategies"][strategy]
     assert result["max_variable_difference"] < TOLERANCE, result
     assert result["max_loss_difference"] < TOLERANCE, result
+    assert result["max_eval_difference"] < 1e-3, result  # sums over 13 examples
 
 
 @pytest.mark.timeout(300)
@@ -211,6 +250,8 @@ def test_training_moved_the_loss(comparison: dict) -> None:
     """The comparison means something only if the steps changed the model."""
     losses = comparison["reference_loss"]
     assert abs(losses[-1] - losses[0]) > 1e-3, losses
+    assert comparison["reference_eval"]["count"] == GLOBAL_BATCH - 3
+    assert comparison["accumulated_moved"] > 1e-4  # micro-batches did change the steps
 
 
 @pytest.mark.timeout(300)

@@ -194,6 +194,45 @@ class ViT(nn.Module):
         return self.head(self.norm(self.encoder(x))[:, 0])
 
 
+class AirBench(nn.Module):
+    """airbench94 (jaxcnn/models/airbench.py): 2×2 whitening conv, three conv → max pool →
+    BatchNorm (bias only) → GELU → conv → BatchNorm → GELU groups, global max pool, linear."""
+
+    def __init__(self, num_classes: int, widths: tuple[int, ...] = (64, 256, 256)) -> None:
+        super().__init__()
+        self.whiten = nn.Conv2d(3, 24, 2, bias=True)
+        layers, cin = [], 24
+        for width in widths:
+            layers += [
+                nn.Conv2d(cin, width, 3, padding=1, bias=False),
+                nn.MaxPool2d(2),
+                _BiasNorm(width),
+                nn.GELU(),
+                nn.Conv2d(width, width, 3, padding=1, bias=False),
+                _BiasNorm(width),
+                nn.GELU(),
+            ]
+            cin = width
+        self.groups = nn.Sequential(*layers)
+        self.head = nn.Linear(cin, num_classes, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.groups(F.gelu(self.whiten(x)))
+        return self.head(torch.amax(x, dim=(2, 3))) / 9
+
+
+class _BiasNorm(nn.Module):
+    """BatchNorm with a learned bias and no scale (momentum 0.6 in jaxcnn's convention)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.norm = nn.BatchNorm2d(channels, eps=1e-12, momentum=0.4, affine=False)
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x) + self.bias.view(1, -1, 1, 1)
+
+
 def _cifar_resnet(depth: int) -> Callable[[int], nn.Module]:
     n = (depth - 2) // 6
     return lambda classes: ResNet(classes, (n, n, n), (16, 32, 64), small_images=True, shortcut="A")
@@ -207,6 +246,7 @@ BUILDERS: dict[str, Callable[[int], nn.Module]] = {
     "resnet50": lambda classes: ResNet(classes, (3, 4, 6, 3), (64, 128, 256, 512), bottleneck=True),
     "efficientnet_b0": lambda classes: EfficientNetB0(classes),
     "vit_s16": lambda classes: ViT(classes, 224, 16, 384, 12, 6, 1536),
+    "airbench94": lambda classes: AirBench(classes),
 }
 
 

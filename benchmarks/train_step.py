@@ -34,6 +34,7 @@ import ml_collections
 import numpy as np
 
 from jaxcnn import hardware, models
+from jaxcnn.config import base_config
 from jaxcnn.errors import UserError
 from jaxcnn.models import conv
 from jaxcnn.training.optim import make_optimizer
@@ -48,16 +49,16 @@ CASES = {
     "resnet50": ("resnet50", {}, (224, 224, 3), 8),
     "vit_s16": ("vit_s16", {}, (224, 224, 3), 8),
     "efficientnet_b0": ("efficientnet_b0", {}, (224, 224, 3), 8),
+    "airbench94": ("airbench94", {}, (32, 32, 3), 1024),  # experiments/fast_cifar.py's network
 }
 NUM_CLASSES = 10
 RESULTS = Path(__file__).parent / "results"
 
 
 def _sgd_config() -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict()
-    config.optimizer = ml_collections.ConfigDict(
-        dict(name="sgd", momentum=0.9, nesterov=False, weight_decay=0.0, grad_clip_norm=0.0)
-    )
+    """Plain SGD with momentum 0.9, as the PyTorch side runs."""
+    config = base_config()
+    config.optimizer.name, config.optimizer.momentum = "sgd", 0.9
     return config
 
 

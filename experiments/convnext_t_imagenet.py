@@ -8,8 +8,9 @@ reproduced here). ``imagenet2012`` must be prepared for TFDS by hand (``dataset.
 Hyper-parameters (the paper's Table 5): AdamW with β 0.9/0.999, batch 4096, learning rate 4e-3,
 20-epoch linear warm-up then cosine decay, 300 epochs, weight decay 0.05, label smoothing 0.1,
 stochastic depth 0.1, layer-scale init 1e-6, an EMA of the weights with decay 0.9999
-(``results.json`` reports the EMA's accuracy beside the raw weights'). Augmentation in the paper: random-resized crops,
-flips, RandAugment(9, 0.5), Mixup 0.8, CutMix 1.0, random erasing 0.25, all used here.
+(``results.json`` reports the EMA's accuracy beside the raw weights'). Augmentation in the
+paper: random-resized crops, flips, RandAugment(9, 0.5), Mixup 0.8, CutMix 1.0, random erasing
+0.25, all used here.
 """
 
 import ml_collections

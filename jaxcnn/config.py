@@ -1,4 +1,4 @@
-"""The base experiment config: every field the trainer reads, with its default.
+"""The base experiment config: every field the trainer reads, with its default and range.
 
 Experiment files in ``experiments/`` start from :func:`base_config` and change what their
 reference prescribes, so every experiment accepts the same command-line overrides
@@ -7,7 +7,13 @@ reference prescribes, so every experiment accepts the same command-line override
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from typing import Any
+
 import ml_collections
+
+from jaxcnn.errors import UserError
 
 
 def base_config() -> ml_collections.ConfigDict:
@@ -126,3 +132,66 @@ def base_config() -> ml_collections.ConfigDict:
     config.profile_steps = ""
     config.keep_checkpoints = 3  # the last N checkpoints are kept
     return config
+
+
+def _at_least(low: float, *, above: bool = False, high: float | None = None) -> Callable:
+    def check(value: Any) -> str | None:
+        ok = (value > low if above else value >= low) and (high is None or value < high)
+        if ok and math.isfinite(value):
+            return None
+        bound = f"> {low}" if above else f">= {low}"
+        return bound + (f" and < {high}" if high is not None else "")
+
+    return check
+
+
+# Numeric fields and their valid ranges; names, choices and relations are checked where they
+# are used (the optimizer, schedule, model and data builders), also before any work starts.
+_RANGES: dict[str, Callable[[Any], str | None]] = {
+    "batch_size": _at_least(1),
+    "eval_batch_size": _at_least(1),
+    "num_epochs": _at_least(0, above=True),
+    "optimizer.learning_rate": _at_least(0),
+    "optimizer.momentum": _at_least(0, high=1),
+    "optimizer.weight_decay": _at_least(0),
+    "optimizer.grad_clip_norm": _at_least(0),
+    "optimizer.eps": _at_least(0),
+    "optimizer.accum_steps": _at_least(1),
+    "schedule.warmup_epochs": _at_least(0),
+    "schedule.warmup_init_factor": _at_least(0),
+    "schedule.end_factor": _at_least(0),
+    "label_smoothing": _at_least(0, high=1),
+    "aux_loss_weight": _at_least(0),
+    "ema.decay": _at_least(0, high=1),
+    "ema.every_steps": _at_least(1),
+    "dataset.image_size": _at_least(0),
+    "dataset.crop_padding": _at_least(0),
+    "dataset.shuffle_buffer": _at_least(1),
+    "steps_per_dispatch": _at_least(0),
+    "log_every_secs": _at_least(0),
+    "log_every_steps": _at_least(0),
+    "eval_every_steps": _at_least(0),
+    "eval_every_epochs": _at_least(0),
+    "checkpoint_every_steps": _at_least(0),
+    "checkpoint_every_epochs": _at_least(0),
+    "keep_checkpoints": _at_least(1),
+}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Raise a one-line :class:`UserError` for the first field out of its valid range, before
+    anything is built or trained (``num_epochs`` only matters without ``num_train_steps``)."""
+    for name, check in _RANGES.items():
+        if name == "num_epochs" and config.num_train_steps > 0:
+            continue
+        node = config
+        for part in name.split("."):
+            node = node[part]
+        problem = check(node) if isinstance(node, int | float) else "a number"
+        if problem:
+            raise UserError(f"{name}={node} is out of range; valid: {problem}")
+    if config.model.dtype == "float16":
+        raise UserError(
+            "model.dtype=float16 needs loss scaling, which jaxcnn does not do; use bfloat16 "
+            "(float32's range at float16's speed) or float32"
+        )

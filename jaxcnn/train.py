@@ -26,13 +26,16 @@ def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     distributed.initialize_from_flags_or_env(_DISTRIBUTED())
-    from jaxcnn.training.loop import Interrupted, train_and_evaluate
+    from jaxcnn.training.loop import Diverged, Interrupted, train_and_evaluate
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
     except Interrupted as stopped:
         print(stopped, file=sys.stderr, flush=True)
         sys.exit(128 + stopped.signum)
+    except Diverged as diverged:
+        print(f"error: {diverged}", file=sys.stderr, flush=True)
+        sys.exit(Diverged.EXIT_STATUS)
 
 
 if __name__ == "__main__":

@@ -188,7 +188,7 @@ def test_steps_per_dispatch_trains_the_same_steps(digits_data_dir, tmp_path, mon
         ("--config.optimizer.name=lion", "unknown optimizer.name 'lion'; valid choices: adamw"),
         ("--config.batch_size=many", "--config.batch_size=many"),
         ("--config.conv_impl=fast", "unknown conv_impl 'fast'; valid choices: auto, onednn, taps"),
-        ("--config.steps_per_dispatch=-2", "steps_per_dispatch must be 0 (auto) or more, not -2"),
+        ("--config.steps_per_dispatch=-2", "steps_per_dispatch=-2 is out of range; valid: >= 0"),
         ("--config.model.dtype=float16", "model.dtype=float16 needs loss scaling"),
         ("--config.optimizer.accum_steps=3", "accum_steps=3 does not divide each device's batch"),
         ("--config.ema.decay=1.5", "ema.decay=1.5 is out of range"),

@@ -5,15 +5,24 @@ killed mid-save leaves the previous checkpoints intact and the half-written one 
 
 The state is stored as the dict of its fields, leaving out fields that are None (``ema``
 without an EMA), so adding an optional field to the state keeps older checkpoints restorable.
+
+A checkpoint that cannot be read (truncated or garbage files, missing metadata, an emptied
+folder) is moved to ``WORKDIR/damaged_checkpoints/STEP``, never deleted, and the next newest one
+is used; an intact checkpoint of another model or optimizer is a one-line error.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Callable
 from typing import Any
 
 import orbax.checkpoint as ocp
+
+from jaxcnn.errors import UserError
+
+DAMAGED_DIR = "damaged_checkpoints"
 
 
 def _fields(state: Any) -> dict[str, Any]:
@@ -26,10 +35,53 @@ class Checkpointer:
     """Saves and restores the train state under ``WORKDIR/checkpoints/STEP``."""
 
     def __init__(self, workdir: str, *, keep: int) -> None:
-        self._manager = ocp.CheckpointManager(
-            os.path.join(os.path.abspath(workdir), "checkpoints"),
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        self._workdir = os.path.abspath(workdir)
+        self._directory = os.path.join(self._workdir, "checkpoints")
+        self._keep = keep
+        self._manager = self._open()
+
+    def _open(self) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
+            self._directory,
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
         )
+
+    def restore_latest(
+        self, target: Any, report: Callable[[str], None] = print
+    ) -> tuple[int, Any | None]:
+        """(step, state) of the newest checkpoint that restores like ``target``, or (0, None)
+        when there is none. Damaged checkpoints on the way are set aside (see the module
+        docstring) and ``report``-ed in one line each."""
+        while (step := self.latest_step()) is not None:
+            try:
+                return step, self.restore(step, target)
+            except Exception as error:  # orbax and tensorstore raise many kinds
+                first_failure = error
+            try:
+                self.restore(step, None)
+            except Exception as error:
+                reason = f"{type(error).__name__}: {str(error).strip().splitlines()[0][:160]}"
+                where = self._set_aside(step)
+                report(f"Checkpoint at step {step} is damaged ({reason}); moved to {where}.")
+                continue
+            raise UserError(
+                f"the checkpoint at step {step} in {self._directory} does not match the config "
+                f"(another model, optimizer or EMA setting: {type(first_failure).__name__}); "
+                "use a new --workdir, or move its checkpoints/ away to start over"
+            ) from None
+        return 0, None
+
+    def _set_aside(self, step: int) -> str:
+        """Move the folder of ``step`` to ``WORKDIR/damaged_checkpoints/`` and reopen."""
+        self._manager.close()
+        damaged = os.path.join(self._workdir, DAMAGED_DIR)
+        os.makedirs(damaged, exist_ok=True)
+        where, n = os.path.join(damaged, str(step)), 1
+        while os.path.exists(where):
+            where, n = os.path.join(damaged, f"{step}.{n}"), n + 1
+        os.rename(os.path.join(self._directory, str(step)), where)
+        self._manager = self._open()
+        return where
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()

@@ -25,11 +25,12 @@ import ml_collections
 import numpy as np
 
 from jaxcnn import data, hardware, models
+from jaxcnn.config import check_config
 from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.models import conv
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.optim import check_names, make_optimizer, make_schedule
-from jaxcnn.training.parallel import make_parallel, tree_add
+from jaxcnn.training.parallel import make_parallel, to_host, tree_add
 from jaxcnn.training.state import init_train_state
 from jaxcnn.training.step import (
     check_tta,
@@ -76,6 +77,38 @@ class Interrupted(Exception):
         self.step, self.signum = step, signum
 
 
+class Diverged(Exception):
+    """Training stopped because the loss became NaN or infinite; nothing non-finite was saved."""
+
+    EXIT_STATUS = 3
+
+    def __init__(self, step: int, loss: float, last_checkpoint: int | None) -> None:
+        kept = (
+            f"the last checkpoint (step {last_checkpoint}) is intact"
+            if last_checkpoint
+            else "no checkpoint was written"
+        )
+        super().__init__(
+            f"training diverged: the loss is {loss} at step {step}; {kept}. Lower "
+            "optimizer.learning_rate (or clip with optimizer.grad_clip_norm) and re-run; delete "
+            "the checkpoints to start over"
+        )
+
+
+@jax.jit
+def _all_finite(tree: Any) -> jax.Array:
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None, so that it is valid JSON."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
 class _StopRequests:
     """Turns SIGTERM/SIGINT (preemption, Ctrl-C) into a flag the loop checks between steps.
 
@@ -107,7 +140,7 @@ class _StopRequests:
 def _write_json_atomically(path: str, payload: dict) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(payload, f, indent=2, sort_keys=True)
+        json.dump(finite_json(payload), f, indent=2, sort_keys=True, allow_nan=False)
         f.write("\n")
     os.replace(tmp, path)
 
@@ -151,8 +184,6 @@ def every_steps(config: ml_collections.ConfigDict, name: str, steps_per_epoch: i
     """The interval ``name`` (``eval``, ``checkpoint``) in steps: ``{name}_every_epochs``
     converted when it is set, else ``{name}_every_steps``; 0 = off."""
     epochs = config[f"{name}_every_epochs"]
-    if epochs < 0 or config[f"{name}_every_steps"] < 0:
-        raise UserError(f"{name}_every_steps and {name}_every_epochs must be 0 (off) or more")
     if epochs:
         return max(1, int(round(epochs * steps_per_epoch)))
     return config[f"{name}_every_steps"]
@@ -207,18 +238,10 @@ class Profiler:
             console(f"Profile of steps {self.start}:{self.stop} written to {self.path}.")
 
 
-def _check_ema(config: ml_collections.ConfigDict) -> None:
-    ema = config.ema
-    if not 0.0 <= ema.decay < 1.0:
-        raise UserError(f"ema.decay={ema.decay} is out of range; valid: 0 (off) to below 1")
-    if ema.every_steps < 1:
-        raise UserError(f"ema.every_steps={ema.every_steps} must be 1 or more")
-    ema_decay_schedule(ema.decay, ema.warmup, 1)  # checks the warm-up's name
-
-
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[str, Any]:
     """Train and evaluate as ``config`` says, in ``workdir``; returns the final results."""
     started = time.perf_counter()
+    check_config(config)
     parallel = make_parallel(config.parallelism, shard_params=config.shard_params)
     conv.set_impl(config.conv_impl)
     check_names(config)
@@ -226,15 +249,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     parallel.check_batch_size("batch_size", config.batch_size)
     parallel.check_batch_size("eval_batch_size", config.eval_batch_size)
     per_dispatch = steps_per_dispatch(config.steps_per_dispatch)
-    _check_ema(config)
+    ema_decay_schedule(config.ema.decay, config.ema.warmup, 1)  # checks the warm-up's name
     check_tta(config.eval_tta)
-    if config.model.dtype == "float16":
-        raise UserError(
-            "model.dtype=float16 needs loss scaling, which jaxcnn does not do; use bfloat16 "
-            "(the same speed on current accelerators, float32's range) or float32"
-        )
-    if config.optimizer.accum_steps < 1:
-        raise UserError(f"optimizer.accum_steps={config.optimizer.accum_steps} must be 1 or more")
     if (config.batch_size // jax.device_count()) % config.optimizer.accum_steps:
         raise UserError(
             f"optimizer.accum_steps={config.optimizer.accum_steps} does not divide each "
@@ -263,10 +279,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         init_train_state, model, tx, info.image_shape, config.seed, ema=use_ema
     )
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
-    start_step = checkpointer.latest_step() or 0
+    start_step, restored = checkpointer.restore_latest(
+        parallel.checkpoint_target(jax.eval_shape(init_fn)), report=console
+    )
     if start_step:
-        target = parallel.checkpoint_target(jax.eval_shape(init_fn))
-        state = parallel.from_checkpoint(checkpointer.restore(start_step, target))
+        state = parallel.from_checkpoint(restored)
         console(f"Resuming from the checkpoint at step {start_step}.")
     elif hasattr(model, "data_init"):  # parameters fitted to training images, e.g. whitening
         images = data.first_train_images(dataset, model.data_init_examples)
@@ -382,65 +399,69 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     train_start = time.perf_counter()
     train_images_per_sec = float("nan")
     evaluations: dict[str, dict[str, float]] = {}
-    with _StopRequests() as stop:
-        step = start_step
-        while step < total_steps:
-            n = per_dispatch if steps_to_next_report(step) >= per_dispatch else 1
-            profiler.before(step)
-            with profiler.annotate(step):
-                if n > 1:
-                    stacked = parallel.stack_batches([next(batches) for _ in range(n)])
-                    state, metrics = train_steps(state, stacked)
-                else:
-                    state, metrics = train_step(state, next(batches))
-            first, step = step + 1, step + n
-            profiler.after(step, state)
-            pending.append(metrics)
-            window_steps += n
-            is_last = step == total_steps
-            do_eval = is_last or (eval_every and step % eval_every == 0)
-            # Every step number goes to the preemption check, so that all processes see the
-            # step they agreed to stop at.
-            preempted = [checkpointer.reached_preemption(s) for s in range(first, step + 1)]
-            stopping = stop.signum is not None or any(preempted)
-            do_checkpoint = (
-                is_last or stopping or bool(checkpoint_every and step % checkpoint_every == 0)
-            )
-            if (
-                do_eval
-                or do_checkpoint
-                or step % config.log_every_steps == 0
-                or time.perf_counter() - window_start >= config.log_every_secs
-            ):
-                host = parallel.metrics_to_host(pending)
-                now = time.perf_counter()  # after the fetch, which waits for the steps to finish
-                means = {
-                    k: float(np.mean(np.concatenate([np.ravel(m[k]) for m in host])))
-                    for k in host[0]
-                }
-                train_images_per_sec = window_steps * config.batch_size / (now - window_start)
-                means["images_per_sec"] = train_images_per_sec
-                writer.write(step, "train", means)
-                eta = (total_steps - step) * (now - window_start) / window_steps
-                console(
-                    f"step {step}/{total_steps} | loss {means['loss']:.4f} | "
-                    f"accuracy {means['accuracy']:.4f} | lr {means['learning_rate']:.4g} | "
-                    f"{train_images_per_sec:,.0f} img/s | ETA {_format_duration(eta)}"
+    try:
+        with _StopRequests() as stop:
+            step = start_step
+            while step < total_steps:
+                n = per_dispatch if steps_to_next_report(step) >= per_dispatch else 1
+                profiler.before(step)
+                with profiler.annotate(step):
+                    if n > 1:
+                        stacked = parallel.stack_batches([next(batches) for _ in range(n)])
+                        state, metrics = train_steps(state, stacked)
+                    else:
+                        state, metrics = train_step(state, next(batches))
+                first, step = step + 1, step + n
+                profiler.after(step, state)
+                pending.append(metrics)
+                window_steps += n
+                is_last = step == total_steps
+                do_eval = is_last or (eval_every and step % eval_every == 0)
+                # Every step number goes to the preemption check, so that all processes see the
+                # step they agreed to stop at.
+                preempted = [checkpointer.reached_preemption(s) for s in range(first, step + 1)]
+                stopping = stop.signum is not None or any(preempted)
+                do_checkpoint = (
+                    is_last or stopping or bool(checkpoint_every and step % checkpoint_every == 0)
                 )
-                pending.clear()
-                # Save before evaluating: a failed evaluation must not lose the trained steps.
-                if do_checkpoint:
-                    checkpointer.save(step, parallel.for_checkpoint(state))
-                if do_eval:
-                    evaluations = log_evaluation(step)
-                # Throughput windows exclude evaluation and checkpointing.
-                window_start, window_steps = time.perf_counter(), 0
-            if stopping:
-                checkpointer.close()
-                writer.close()
-                raise Interrupted(step, stop.signum or signal.SIGTERM)
-    checkpointer.close()
-    writer.close()
+                if (
+                    do_eval
+                    or do_checkpoint
+                    or (config.log_every_steps and step % config.log_every_steps == 0)
+                    or time.perf_counter() - window_start >= config.log_every_secs
+                ):
+                    host = parallel.metrics_to_host(pending)
+                    now = (
+                        time.perf_counter()
+                    )  # after the fetch, which waits for the steps to finish
+                    means = {
+                        k: float(np.mean(np.concatenate([np.ravel(m[k]) for m in host])))
+                        for k in host[0]
+                    }
+                    train_images_per_sec = window_steps * config.batch_size / (now - window_start)
+                    means["images_per_sec"] = train_images_per_sec
+                    writer.write(step, "train", means)
+                    if not math.isfinite(means["loss"]):
+                        raise Diverged(step, means["loss"], checkpointer.latest_step())
+                    eta = (total_steps - step) * (now - window_start) / window_steps
+                    console(
+                        f"step {step}/{total_steps} | loss {means['loss']:.4f} | "
+                        f"accuracy {means['accuracy']:.4f} | lr {means['learning_rate']:.4g} | "
+                        f"{train_images_per_sec:,.0f} img/s | ETA {_format_duration(eta)}"
+                    )
+                    pending.clear()
+                    # Save before evaluating: a failed evaluation must not lose the trained steps.
+                    if do_checkpoint and to_host(_all_finite(state.params)):
+                        checkpointer.save(step, parallel.for_checkpoint(state))
+                    if do_eval:
+                        evaluations = log_evaluation(step)
+                    # Throughput windows exclude evaluation and checkpointing.
+                    window_start, window_steps = time.perf_counter(), 0
+                if stopping:
+                    raise Interrupted(step, stop.signum or signal.SIGTERM)
+    finally:  # waits for pending checkpoint saves, also when an error ends the run
+        checkpointer.close()
+        writer.close()
 
     if not evaluations:  # nothing left to train: report the restored model
         evaluations = evaluate()

@@ -8,6 +8,7 @@ Only process 0 writes; the other processes get a writer that does nothing.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any
@@ -38,11 +39,14 @@ class MetricWriter:
         if not self._active:
             return
         values = {k: float(v) for k, v in metrics.items()}
-        record = {"step": step, "split": split, "time": time.time(), **values}
-        self._jsonl.write(json.dumps(record) + "\n")
+        # JSON has no NaN: a non-finite value (a diverged loss) is written as null.
+        finite = {k: v if math.isfinite(v) else None for k, v in values.items()}
+        record = {"step": step, "split": split, "time": time.time(), **finite}
+        self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
         self._jsonl.flush()
-        for name, value in values.items():
-            self._tensorboard.add_scalar(f"{split}/{name}", value, step)
+        for name, value in finite.items():
+            if value is not None:
+                self._tensorboard.add_scalar(f"{split}/{name}", value, step)
         self._tensorboard.flush()
 
     def close(self) -> None:

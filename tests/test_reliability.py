@@ -1,0 +1,162 @@
+"""Never lose a run: divergence stops before it is saved, damaged checkpoints are set aside,
+the final checkpoint is saved before the final evaluation, and bad values are one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jaxcnn.training import loop
+from jaxcnn.training.checkpoint import Checkpointer
+from jaxcnn.training.loop import train_and_evaluate
+
+from conftest import run_cli
+
+QUICKSTART = "experiments/quickstart.py"
+
+
+def _train(digits_data_dir: str, workdir: Path, *overrides: str):
+    return run_cli(
+        "jaxcnn.train",
+        f"--config={QUICKSTART}",
+        f"--workdir={workdir}",
+        f"--config.dataset.data_dir={digits_data_dir}",
+        "--config.schedule.warmup_epochs=0",
+        *overrides,
+    )
+
+
+def _saved_params(workdir: Path, step: int) -> list[np.ndarray]:
+    import jax
+
+    checkpointer = Checkpointer(str(workdir), keep=3)
+    state = checkpointer.restore(step, None)
+    checkpointer.close()
+    return jax.tree.leaves(state["params"])
+
+
+def test_divergence_stops_the_run_and_keeps_only_finite_checkpoints(digits_data_dir, tmp_path):
+    result = _train(
+        digits_data_dir,
+        tmp_path,
+        "--config.optimizer.learning_rate=1e6",
+        "--config.checkpoint_every_steps=10",
+        "--config.log_every_steps=10",
+        "--config.num_train_steps=200",
+    )
+    assert result.returncode == loop.Diverged.EXIT_STATUS, result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: training diverged: the loss is nan at step"), result.stderr
+    assert "Traceback" not in result.stderr
+    steps = sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit())
+    assert steps and max(steps) < 200
+    for step in steps:
+        assert all(np.isfinite(leaf).all() for leaf in _saved_params(tmp_path, step))
+    for line in (tmp_path / "metrics.jsonl").read_text().splitlines():
+        json.loads(line, parse_constant=pytest.fail)  # strict JSON: no NaN tokens
+    assert not (tmp_path / "results.json").exists()
+
+
+def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes(digits_data_dir, tmp_path):
+    # A constant rate: a 40-step run is the start of a 60-step one.
+    args = [
+        "--config.checkpoint_every_steps=20",
+        "--config.keep_checkpoints=3",
+        "--config.schedule.name=constant",
+    ]
+    straight, damaged = tmp_path / "straight", tmp_path / "damaged"
+    assert _train(digits_data_dir, straight, "--config.num_train_steps=60", *args).returncode == 0
+    assert _train(digits_data_dir, damaged, "--config.num_train_steps=40", *args).returncode == 0
+    # Emulate a crash that left garbage in the newest checkpoint's data.
+    for data_file in (damaged / "checkpoints" / "40").rglob("*"):
+        if data_file.is_file() and "d" in data_file.parent.name:
+            data_file.write_bytes(b"\0garbage")
+    result = _train(digits_data_dir, damaged, "--config.num_train_steps=60", *args)
+    assert result.returncode == 0, result.stderr
+    assert "Checkpoint at step 40 is damaged" in result.stdout
+    assert "Resuming from the checkpoint at step 20" in result.stdout
+    assert (damaged / "damaged_checkpoints" / "40").is_dir()  # kept for inspection
+    for a, b in zip(_saved_params(straight, 60), _saved_params(damaged, 60), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_checkpoint_of_another_model_is_one_line(digits_data_dir, tmp_path):
+    assert _train(digits_data_dir, tmp_path, "--config.num_train_steps=10").returncode == 0
+    result = _train(
+        digits_data_dir,
+        tmp_path,
+        "--config.num_train_steps=20",
+        "--config.model.name=simple_cnn",
+        "--config.dataset.image_size=28",
+    )
+    assert result.returncode == 2, result.stderr
+    assert "does not match the config" in result.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in result.stderr
+    assert (tmp_path / "checkpoints" / "10").is_dir()  # not set aside: it is intact
+
+
+def test_all_checkpoints_damaged_is_one_line_naming_the_folder(digits_data_dir, tmp_path):
+    assert _train(digits_data_dir, tmp_path, "--config.num_train_steps=10").returncode == 0
+    step = tmp_path / "checkpoints" / "10"
+    shutil.rmtree(step)
+    step.mkdir()  # an emptied step folder
+    result = _train(digits_data_dir, tmp_path, "--config.num_train_steps=20")
+    assert result.returncode == 0, result.stderr  # nothing intact: starts over, damage kept
+    assert "Checkpoint at step 10 is damaged" in result.stdout
+    assert (tmp_path / "damaged_checkpoints" / "10").is_dir()
+
+
+def test_the_final_checkpoint_is_saved_before_the_final_evaluation(
+    digits_data_dir, tmp_path, monkeypatch
+):
+    from test_train import quickstart_config
+
+    config = quickstart_config(digits_data_dir, num_train_steps=12)
+    config.schedule.warmup_epochs = 0.0
+
+    def broken_eval_batches(*args, **kwargs):
+        raise RuntimeError("a corrupt test image")
+
+    monkeypatch.setattr(loop.data, "eval_batches", broken_eval_batches)
+    with pytest.raises(RuntimeError, match="corrupt test image"):
+        train_and_evaluate(config, str(tmp_path))
+    assert (tmp_path / "checkpoints" / "12").is_dir()
+    monkeypatch.undo()
+    results = train_and_evaluate(config, str(tmp_path))  # resumes and only evaluates
+    assert results["step"] == 12 and results["started_at_step"] == 12
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("--config.batch_size=-4", "batch_size=-4 is out of range; valid: >= 1"),
+        ("--config.optimizer.learning_rate=-0.1", "optimizer.learning_rate=-0.1 is out of range"),
+        ("--config.num_epochs=0", "num_epochs=0.0 is out of range; valid: > 0"),
+        ("--config.eval_every_steps=-5", "eval_every_steps=-5 is out of range; valid: >= 0"),
+        ("--config.keep_checkpoints=0", "keep_checkpoints=0 is out of range; valid: >= 1"),
+        ("--config.dataset.image_size=-32", "dataset.image_size=-32 is out of range"),
+        ("--config.label_smoothing=1.0", "label_smoothing=1.0 is out of range; valid: >= 0 and <"),
+    ],
+)  # fmt: skip
+def test_values_out_of_range_are_one_line(override, expected, digits_data_dir, tmp_path):
+    result = _train(digits_data_dir, tmp_path / "run", override)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+    assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_zero_intervals_mean_off(digits_data_dir, tmp_path):
+    result = _train(
+        digits_data_dir,
+        tmp_path,
+        "--config.num_train_steps=16",
+        "--config.log_every_steps=0",
+        "--config.checkpoint_every_steps=0",
+    )
+    assert result.returncode == 0, result.stderr
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()] == ["16"]

@@ -51,10 +51,29 @@ def load_config_file(spec: str, function: str = "get_config") -> Any:
     path, _, arg = spec.partition(":")
     if not os.path.isfile(path):
         raise UserError(f"config file {path!r} not found")
-    namespace = runpy.run_path(path)
+    try:
+        namespace = runpy.run_path(path)
+    except SyntaxError as error:
+        raise UserError(
+            f"config file {path!r} has a syntax error at line {error.lineno}: {error.msg}"
+        ) from None
+    except Exception as error:
+        raise UserError(f"config file {path!r} failed to load: {_one_line(error)}") from None
     if function not in namespace:
         raise UserError(f"config file {path!r} defines no {function}()")
-    return namespace[function](arg) if arg else namespace[function]()
+    try:
+        return namespace[function](arg) if arg else namespace[function]()
+    except UserError:
+        raise
+    except Exception as error:
+        raise UserError(
+            f"{function}() of config file {path!r} failed: {_one_line(error)}"
+        ) from None
+
+
+def _one_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"
 
 
 def unknown_field_error(config: ml_collections.ConfigDict, flag: str) -> str | None:
@@ -85,8 +104,7 @@ def _explain_override_error(argv: list[str], flag_name: str) -> str | None:
 def _parse_flags(argv: list[str]) -> list[str]:
     try:
         for spec in _config_specs(argv, "config"):
-            if not os.path.isfile(spec.partition(":")[0]):
-                fail(f"config file {spec.partition(':')[0]!r} not found")
+            load_config_file(spec)  # a missing or broken file: one line, before absl's parsing
         return flags.FLAGS(argv)
     except flags.Error as error:
         # absl's messages span lines; keep the first.

@@ -160,3 +160,67 @@ def test_zero_intervals_mean_off(digits_data_dir, tmp_path):
     )
     assert result.returncode == 0, result.stderr
     assert [p.name for p in (tmp_path / "checkpoints").iterdir() if p.name.isdigit()] == ["16"]
+
+
+def test_a_second_run_in_a_busy_workdir_is_refused_and_a_crashed_one_leaves_no_lock(
+    digits_data_dir, tmp_path
+):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    args = [
+        sys.executable, "-m", "jaxcnn.train", f"--config={QUICKSTART}", f"--workdir={tmp_path}",
+        f"--config.dataset.data_dir={digits_data_dir}", "--config.num_train_steps=100000",
+    ]  # fmt: skip
+    first = subprocess.Popen(args, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "metrics.jsonl").exists():
+            assert first.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        second = _train(digits_data_dir, tmp_path, "--config.num_train_steps=10")
+        assert second.returncode == 2, second.stderr
+        assert f"is in use by another run (pid {first.pid})" in second.stderr
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=60)
+    third = _train(digits_data_dir, tmp_path / "other", "--config.num_train_steps=10")
+    assert third.returncode == 0, third.stderr
+    resumed = _train(digits_data_dir, tmp_path, "--config.num_train_steps=10")
+    assert "in use" not in resumed.stderr  # the killed run's lock went with it
+
+
+@pytest.mark.parametrize(
+    ("config_text", "expected"),
+    [
+        ("def get_config(:\n", "has a syntax error at line 1"),
+        ("x = 1\n", "defines no get_config()"),
+        ("def get_config():\n    return 1 / 0\n", "failed: ZeroDivisionError"),
+    ],
+)
+def test_broken_config_files_are_one_line(config_text, expected, tmp_path):
+    config = tmp_path / "experiment.py"
+    config.write_text(config_text)
+    result = run_cli("jaxcnn.train", f"--config={config}", f"--workdir={tmp_path / 'run'}")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+def test_unusable_workdirs_are_one_line(digits_data_dir, tmp_path):
+    a_file = tmp_path / "a_file"
+    a_file.write_text("")
+    cases = [
+        (a_file, "is a file, not a directory"),
+        ("", "--workdir is empty"),
+        ("/proc/jaxcnn_run", "cannot create workdir"),  # not even root can create it
+    ]
+    for workdir, expected in cases:
+        result = _train(digits_data_dir, workdir)
+        assert result.returncode == 2, result.stderr
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and expected in lines[0], result.stderr

@@ -104,7 +104,13 @@ class Checkpointer:
         """Whether JAX's multi-host preemption notice asks every process to save at ``step``."""
         return self._manager.reached_preemption(step)
 
-    def close(self) -> None:
+    def wait(self) -> None:
         """Wait for pending saves to finish."""
         self._manager.wait_until_finished()
-        self._manager.close()
+
+    def close(self) -> None:
+        """Wait for pending saves to finish and release the manager (once)."""
+        if self._manager is not None:
+            self._manager.wait_until_finished()
+            self._manager.close()
+            self._manager = None

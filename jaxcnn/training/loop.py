@@ -40,6 +40,7 @@ from jaxcnn.training.step import (
     scan_steps,
     steps_per_dispatch,
 )
+from jaxcnn.training.workdir import WorkdirLock, prepare_workdir
 from jaxcnn.training.writers import CONFIG_FILE, RESULTS_FILE, MetricWriter, console
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -273,133 +274,136 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
     )
     tx = make_optimizer(config, schedule)
 
-    os.makedirs(workdir, exist_ok=True)
-    use_ema = config.ema.decay > 0
-    init_fn = functools.partial(
-        init_train_state, model, tx, info.image_shape, config.seed, ema=use_ema
-    )
-    checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
-    start_step, restored = checkpointer.restore_latest(
-        parallel.checkpoint_target(jax.eval_shape(init_fn)), report=console
-    )
-    if start_step:
-        state = parallel.from_checkpoint(restored)
-        console(f"Resuming from the checkpoint at step {start_step}.")
-    elif hasattr(model, "data_init"):  # parameters fitted to training images, e.g. whitening
-        images = data.first_train_images(dataset, model.data_init_examples)
-        fitted = model.data_init(images)
-        state = parallel.init(functools.partial(init_fn, data_init_params=fitted))
-        console(f"Initialised {', '.join(fitted)} from {len(images)} training images.")
-    else:
-        state = parallel.init(init_fn)
-    if jax.process_index() == 0:
-        _record_config(config, workdir, start_step)
-
-    num_params = sum(x.size for x in jax.tree.leaves(jax.eval_shape(init_fn).params))
-    console(
-        f"{config.model.name} ({num_params:,} parameters) on {info.name}: {total_steps} steps of "
-        f"batch {config.batch_size} on {jax.device_count()} {jax.devices()[0].platform} "
-        f"device(s) in {jax.process_count()} process(es), {config.parallelism} parallelism, "
-        f"{conv.impl_in_use()} convolutions, up to {per_dispatch} step(s) per dispatch."
-    )
-
-    step_fn = make_train_step(
-        model,
-        tx,
-        schedule,
-        label_smoothing=config.label_smoothing,
-        aux_loss_weight=config.aux_loss_weight,
-        axis_name=parallel.axis_name,
-        accum_steps=config.optimizer.accum_steps,
-        ema_decay_at=(
-            ema_decay_schedule(config.ema.decay, config.ema.warmup, total_steps)
-            if use_ema
-            else None
-        ),
-        ema_every=config.ema.every_steps,
-        ema_lookahead=config.ema.lookahead,
-    )
-    # Both compile on first use; single steps run only up to a step that logs, evaluates or
-    # checkpoints, when fewer than per_dispatch steps are left before it.
-    train_step = parallel.compile_train(step_fn)
-    train_steps = parallel.compile_train(scan_steps(step_fn))
-    intervals = [config.log_every_steps, eval_every, checkpoint_every]
-
-    def steps_to_next_report(step: int) -> int:
-        """Steps from ``step`` to the next one that logs, evaluates, checkpoints, starts or
-        stops profiling, or ends."""
-        ends = [total_steps] + [(step // n + 1) * n for n in intervals if n > 0]
-        ends += [s for s in profiler.boundaries if s > step]
-        return min(ends) - step
-
-    eval_step = parallel.compile_eval(
-        make_eval_step(model, axis_name=parallel.axis_name, tta=config.eval_tta)
-    )
-
-    def evaluate_weights(
-        variables: dict[str, Any], eval_dataset: ml_collections.ConfigDict
-    ) -> dict[str, float]:
-        batches = data.eval_batches(
-            eval_dataset, batch_size=config.eval_batch_size, shard_batch=parallel.shard_batch
-        )
-        totals = None
-        for batch in batches:
-            sums = eval_step(variables, batch)
-            totals = sums if totals is None else tree_add(totals, sums)
-        totals = parallel.metrics_to_host(totals)
-        count = float(totals["count"])
-        metrics = {
-            "loss": float(totals["loss"]) / count,
-            "accuracy": float(totals["correct"]) / count,
-            "num_examples": count,
-        }
-        if "correct_top5" in totals:
-            metrics["top5_accuracy"] = float(totals["correct_top5"]) / count
-        return metrics
-
-    def evaluate() -> dict[str, dict[str, float]]:
-        """Metrics of every eval split by record name (``eval`` for the first, ``eval:SPLIT``
-        for the others): the trained weights', and with EMA the average's as ``ema_*``."""
-        results = {}
-        for i, eval_dataset in enumerate(eval_datasets):
-            metrics = evaluate_weights(state.variables(), eval_dataset)
-            if use_ema:
-                ema = evaluate_weights(state.ema, eval_dataset)
-                metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_examples"})
-            results["eval" if i == 0 else f"eval:{eval_dataset.eval_split}"] = metrics
-        return results
-
-    def log_evaluation(step: int) -> dict[str, dict[str, float]]:
-        evaluations = evaluate()
-        for name, metrics in evaluations.items():
-            writer.write(step, name, metrics)
-            ema_text = ""
-            if use_ema:
-                ema_text = (
-                    f" | EMA loss {metrics['ema_loss']:.4f} | "
-                    f"EMA accuracy {metrics['ema_accuracy']:.4f}"
-                )
-            console(
-                f"{name} at step {step}: loss {metrics['loss']:.4f} | "
-                f"accuracy {metrics['accuracy']:.4f}{ema_text} "
-                f"({int(metrics['num_examples'])} examples)"
-            )
-        return evaluations
-
-    batches = data.train_batches(
-        dataset,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        start_step=start_step,
-        shard_batch=parallel.shard_batch,
-    )
-    writer = MetricWriter(workdir)
-    pending: list[dict[str, jax.Array]] = []
-    window_start, window_steps = time.perf_counter(), 0
-    train_start = time.perf_counter()
-    train_images_per_sec = float("nan")
-    evaluations: dict[str, dict[str, float]] = {}
+    prepare_workdir(workdir)
+    lock = WorkdirLock(workdir)  # one run per workdir
+    checkpointer = writer = None
     try:
+        use_ema = config.ema.decay > 0
+        init_fn = functools.partial(
+            init_train_state, model, tx, info.image_shape, config.seed, ema=use_ema
+        )
+        checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
+        start_step, restored = checkpointer.restore_latest(
+            parallel.checkpoint_target(jax.eval_shape(init_fn)), report=console
+        )
+        if start_step:
+            state = parallel.from_checkpoint(restored)
+            console(f"Resuming from the checkpoint at step {start_step}.")
+        elif hasattr(model, "data_init"):  # parameters fitted to training images, e.g. whitening
+            images = data.first_train_images(dataset, model.data_init_examples)
+            fitted = model.data_init(images)
+            state = parallel.init(functools.partial(init_fn, data_init_params=fitted))
+            console(f"Initialised {', '.join(fitted)} from {len(images)} training images.")
+        else:
+            state = parallel.init(init_fn)
+        if jax.process_index() == 0:
+            _record_config(config, workdir, start_step)
+
+        num_params = sum(x.size for x in jax.tree.leaves(jax.eval_shape(init_fn).params))
+        platform = jax.devices()[0].platform
+        console(
+            f"{config.model.name} ({num_params:,} parameters) on {info.name}: {total_steps} "
+            f"steps of batch {config.batch_size} on {jax.device_count()} {platform} "
+            f"device(s) in {jax.process_count()} process(es), {config.parallelism} parallelism, "
+            f"{conv.impl_in_use()} convolutions, up to {per_dispatch} step(s) per dispatch."
+        )
+
+        step_fn = make_train_step(
+            model,
+            tx,
+            schedule,
+            label_smoothing=config.label_smoothing,
+            aux_loss_weight=config.aux_loss_weight,
+            axis_name=parallel.axis_name,
+            accum_steps=config.optimizer.accum_steps,
+            ema_decay_at=(
+                ema_decay_schedule(config.ema.decay, config.ema.warmup, total_steps)
+                if use_ema
+                else None
+            ),
+            ema_every=config.ema.every_steps,
+            ema_lookahead=config.ema.lookahead,
+        )
+        # Both compile on first use; single steps run only up to a step that logs, evaluates or
+        # checkpoints, when fewer than per_dispatch steps are left before it.
+        train_step = parallel.compile_train(step_fn)
+        train_steps = parallel.compile_train(scan_steps(step_fn))
+        intervals = [config.log_every_steps, eval_every, checkpoint_every]
+
+        def steps_to_next_report(step: int) -> int:
+            """Steps from ``step`` to the next one that logs, evaluates, checkpoints, starts or
+            stops profiling, or ends."""
+            ends = [total_steps] + [(step // n + 1) * n for n in intervals if n > 0]
+            ends += [s for s in profiler.boundaries if s > step]
+            return min(ends) - step
+
+        eval_step = parallel.compile_eval(
+            make_eval_step(model, axis_name=parallel.axis_name, tta=config.eval_tta)
+        )
+
+        def evaluate_weights(
+            variables: dict[str, Any], eval_dataset: ml_collections.ConfigDict
+        ) -> dict[str, float]:
+            batches = data.eval_batches(
+                eval_dataset, batch_size=config.eval_batch_size, shard_batch=parallel.shard_batch
+            )
+            totals = None
+            for batch in batches:
+                sums = eval_step(variables, batch)
+                totals = sums if totals is None else tree_add(totals, sums)
+            totals = parallel.metrics_to_host(totals)
+            count = float(totals["count"])
+            metrics = {
+                "loss": float(totals["loss"]) / count,
+                "accuracy": float(totals["correct"]) / count,
+                "num_examples": count,
+            }
+            if "correct_top5" in totals:
+                metrics["top5_accuracy"] = float(totals["correct_top5"]) / count
+            return metrics
+
+        def evaluate() -> dict[str, dict[str, float]]:
+            """Metrics of every eval split by record name (``eval`` for the first, ``eval:SPLIT``
+            for the others): the trained weights', and with EMA the average's as ``ema_*``."""
+            results = {}
+            for i, eval_dataset in enumerate(eval_datasets):
+                metrics = evaluate_weights(state.variables(), eval_dataset)
+                if use_ema:
+                    ema = evaluate_weights(state.ema, eval_dataset)
+                    metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_examples"})
+                results["eval" if i == 0 else f"eval:{eval_dataset.eval_split}"] = metrics
+            return results
+
+        def log_evaluation(step: int) -> dict[str, dict[str, float]]:
+            evaluations = evaluate()
+            for name, metrics in evaluations.items():
+                writer.write(step, name, metrics)
+                ema_text = ""
+                if use_ema:
+                    ema_text = (
+                        f" | EMA loss {metrics['ema_loss']:.4f} | "
+                        f"EMA accuracy {metrics['ema_accuracy']:.4f}"
+                    )
+                console(
+                    f"{name} at step {step}: loss {metrics['loss']:.4f} | "
+                    f"accuracy {metrics['accuracy']:.4f}{ema_text} "
+                    f"({int(metrics['num_examples'])} examples)"
+                )
+            return evaluations
+
+        batches = data.train_batches(
+            dataset,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            start_step=start_step,
+            shard_batch=parallel.shard_batch,
+        )
+        writer = MetricWriter(workdir)
+        pending: list[dict[str, jax.Array]] = []
+        window_start, window_steps = time.perf_counter(), 0
+        train_start = time.perf_counter()
+        train_images_per_sec = float("nan")
+        evaluations: dict[str, dict[str, float]] = {}
         with _StopRequests() as stop:
             step = start_step
             while step < total_steps:
@@ -453,40 +457,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     # Save before evaluating: a failed evaluation must not lose the trained steps.
                     if do_checkpoint and to_host(_all_finite(state.params)):
                         checkpointer.save(step, parallel.for_checkpoint(state))
+                        if is_last:  # on disk before the final evaluation, which may fail
+                            checkpointer.wait()
                     if do_eval:
                         evaluations = log_evaluation(step)
                     # Throughput windows exclude evaluation and checkpointing.
                     window_start, window_steps = time.perf_counter(), 0
                 if stopping:
                     raise Interrupted(step, stop.signum or signal.SIGTERM)
-    finally:  # waits for pending checkpoint saves, also when an error ends the run
-        checkpointer.close()
-        writer.close()
 
-    if not evaluations:  # nothing left to train: report the restored model
-        evaluations = evaluate()
-    results = {
-        "model": config.model.name,
-        "dataset": info.name,
-        "num_params": num_params,
-        "step": total_steps,
-        "train_images_per_sec": train_images_per_sec,
-        "train_time_sec": time.perf_counter() - train_start,
-        "wall_time_sec": time.perf_counter() - started,
-        "started_at_step": start_step,
-        "hardware": hardware.summary(),
-        "commit": source_commit(),
-        **report_eval(evaluations.pop("eval")),
-    }
-    if evaluations:
-        results["eval_splits"] = {name.split(":", 1)[1]: m for name, m in evaluations.items()}
-    if jax.process_index() == 0:
-        _write_json_atomically(os.path.join(workdir, RESULTS_FILE), results)
-    console(
-        f"Final eval accuracy {results['eval']['accuracy']:.4f} ({results['eval_weights']} "
-        f"weights); results in {workdir}."
-    )
-    return results
+        if not evaluations:  # nothing left to train: report the restored model
+            evaluations = evaluate()
+        results = {
+            "model": config.model.name,
+            "dataset": info.name,
+            "num_params": num_params,
+            "step": total_steps,
+            "train_images_per_sec": train_images_per_sec,
+            "train_time_sec": time.perf_counter() - train_start,
+            "wall_time_sec": time.perf_counter() - started,
+            "started_at_step": start_step,
+            "hardware": hardware.summary(),
+            "commit": source_commit(),
+            **report_eval(evaluations.pop("eval")),
+        }
+        if evaluations:
+            results["eval_splits"] = {name.split(":", 1)[1]: m for name, m in evaluations.items()}
+        if jax.process_index() == 0:
+            _write_json_atomically(os.path.join(workdir, RESULTS_FILE), results)
+        console(
+            f"Final eval accuracy {results['eval']['accuracy']:.4f} ({results['eval_weights']} "
+            f"weights); results in {workdir}."
+        )
+        return results
+    finally:  # waits for pending checkpoint saves, also when an error ends the run
+        for resource in (writer, checkpointer, lock):
+            if resource is not None:
+                resource.close()
 
 
 def report_eval(metrics: dict[str, float]) -> dict[str, Any]:

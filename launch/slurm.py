@@ -2,7 +2,7 @@
 
     python launch/slurm.py --nodes 2 --gpus_per_node 8 [--per node|gpu] \
         [--partition P] [--time 24:00:00] [--setup 'source .venv/bin/activate'] -- \
-        --config experiments/cifar10_resnet.py --workdir /shared/runs/cifar
+        --config experiments/resnet_cifar.py --workdir /shared/runs/cifar
 
 Writes an sbatch script and submits it with ``sbatch``; ``--dry-run`` prints the script and the
 command instead. ``srun`` starts ``python -m jaxcnn.train`` once per GPU (``--per gpu``, the
@@ -10,6 +10,11 @@ default) or once per node (``--per node``, each process driving all GPUs of its 
 ``--distributed=on``: JAX reads the process layout and the coordinator (the first node) from
 SLURM's variables. The workdir
 must be on a filesystem that every node sees, since all processes read the checkpoints.
+
+Time limits: SLURM signals the job ``--requeue_before`` seconds (default 300) before its limit;
+the script then sends SIGTERM to the training processes, which save a checkpoint and exit, and
+requeues the job, which resumes from that checkpoint under the same job id (logs append).
+``--requeue_before=0`` turns this off.
 """
 
 from __future__ import annotations
@@ -32,11 +37,20 @@ def batch_script(args: argparse.Namespace, train_args: list[str]) -> str:
         "time": args.time,
         "output": f"{args.job_name}-%j.out",
     }
+    if args.requeue_before:
+        # B: signals the batch shell only; it forwards SIGTERM to the job step itself.
+        directives["signal"] = f"B:USR1@{args.requeue_before}"
+        directives["requeue"] = None
+        directives["open-mode"] = "append"
     if args.partition:
         directives["partition"] = args.partition
     if args.account:
         directives["account"] = args.account
-    lines = ["#!/bin/bash", *(f"#SBATCH --{k}={v}" for k, v in directives.items()), ""]
+    lines = [
+        "#!/bin/bash",
+        *(f"#SBATCH --{k}" + ("" if v is None else f"={v}") for k, v in directives.items()),
+        "",
+    ]
     lines.append("set -euo pipefail")
     if args.setup:
         lines.append(args.setup)
@@ -46,7 +60,23 @@ def batch_script(args: argparse.Namespace, train_args: list[str]) -> str:
         lines.append(f"export JAX_LOCAL_DEVICE_IDS={gpus}")
     train = shlex.join(["python", "-m", "jaxcnn.train", *train_args, "--distributed=on"])
     # --kill-on-bad-exit: if one task fails, SLURM ends the others at once.
-    lines.append(f"srun --kill-on-bad-exit=1 {train}")
+    srun = f"srun --kill-on-bad-exit=1 {train}"
+    if not args.requeue_before:
+        lines.append(srun)
+        return "\n".join(lines) + "\n"
+    lines += [
+        "requeue() {",
+        '  echo "jaxcnn: time limit near; checkpointing, then requeueing job $SLURM_JOB_ID"',
+        '  kill -TERM "$train_pid"',
+        '  wait "$train_pid" || true',
+        '  scontrol requeue "$SLURM_JOB_ID"',
+        "  exit 0",
+        "}",
+        "trap requeue USR1",
+        f"{srun} &",
+        "train_pid=$!",
+        'wait "$train_pid"',
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -61,6 +91,12 @@ def main() -> None:
     )
     parser.add_argument("--cpus_per_task", type=int, default=8)
     parser.add_argument("--time", default="24:00:00", help="time limit, HH:MM:SS")
+    parser.add_argument(
+        "--requeue_before",
+        type=int,
+        default=300,
+        help="seconds before the time limit to checkpoint and requeue; 0 = off",
+    )
     parser.add_argument("--partition", default="")
     parser.add_argument("--account", default="")
     parser.add_argument("--job_name", default="jaxcnn")

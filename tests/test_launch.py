@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_ARGS = ["--config", "experiments/quickstart.py", "--workdir", "/shared/runs/a b"]
 
@@ -50,9 +52,13 @@ def test_local_on_gpus_gives_each_process_a_disjoint_set() -> None:
     assert len(ports) == 1  # one coordinator that every process dials
 
 
+def _srun_line(lines: list[str]) -> int:
+    (index,) = [i for i, line in enumerate(lines) if line.startswith("srun ")]
+    return index
+
+
 def _srun_command(lines: list[str]) -> list[str]:
-    (srun,) = [line for line in lines if line.startswith("srun ")]
-    return shlex.split(srun)
+    return shlex.split(lines[_srun_line(lines)].removesuffix(" &"))
 
 
 def test_slurm_one_process_per_gpu() -> None:
@@ -77,7 +83,53 @@ def test_slurm_one_process_per_node_sees_all_its_gpus() -> None:
     lines = dry_run("slurm.py", "--nodes=2", "--gpus_per_node=4", "--per=node", "--setup=ml cuda")
     assert "#SBATCH --ntasks-per-node=1" in lines
     setup, devices = lines.index("ml cuda"), lines.index("export JAX_LOCAL_DEVICE_IDS=0,1,2,3")
-    assert setup < devices < lines.index(shlex.join(_srun_command(lines)))
+    assert setup < devices < _srun_line(lines)
+
+
+def test_slurm_checkpoints_and_requeues_before_the_time_limit() -> None:
+    lines = dry_run("slurm.py", "--nodes=2", "--requeue_before=120")
+    for directive in ("--signal=B:USR1@120", "--requeue", "--open-mode=append"):
+        assert f"#SBATCH {directive}" in lines
+    assert lines.index("trap requeue USR1") < _srun_line(lines)
+    assert lines[_srun_line(lines)].endswith(" &")
+    assert '  scontrol requeue "$SLURM_JOB_ID"' in lines
+    plain = dry_run("slurm.py", "--requeue_before=0")
+    assert not any("USR1" in line or "requeue" in line for line in plain)
+
+
+@pytest.mark.timeout(60)
+def test_slurm_script_forwards_the_warning_and_requeues(tmp_path) -> None:
+    """Run the generated script with stand-ins for srun and scontrol: on SLURM's USR1 the
+    training step gets SIGTERM (it checkpoints and exits) and the job is requeued."""
+    import os
+    import signal
+    import time
+
+    lines = dry_run("slurm.py", "--nodes=1")
+    script = tmp_path / "job.sbatch"
+    script.write_text("\n".join(lines[1:-1]) + "\n")  # between "# FILE" and the sbatch command
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "srun").write_text(
+        "#!/bin/bash\n"
+        f"trap 'echo TERM > {tmp_path}/srun.log; exit 143' TERM\n"
+        f"echo started > {tmp_path}/srun.log\n"
+        "while true; do sleep 0.1; done\n"
+    )
+    (bin_dir / "scontrol").write_text(f'#!/bin/bash\necho "$@" > {tmp_path}/scontrol.log\n')
+    for tool in ("srun", "scontrol"):
+        (bin_dir / tool).chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "SLURM_JOB_ID": "42"}
+    job = subprocess.Popen(["bash", str(script)], env=env, cwd=tmp_path)
+    log = tmp_path / "srun.log"
+    deadline = time.monotonic() + 30
+    while not (log.exists() and log.read_text().strip() == "started"):
+        assert job.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    job.send_signal(signal.SIGUSR1)
+    assert job.wait(timeout=30) == 0
+    assert log.read_text().strip() == "TERM"
+    assert (tmp_path / "scontrol.log").read_text().split() == ["requeue", "42"]
 
 
 def test_tpu_pod_installs_and_runs_on_every_worker() -> None:

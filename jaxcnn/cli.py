@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging as std_logging
 import os
 import runpy
 import sys
@@ -133,12 +134,21 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
+class _WithoutOrbaxErrors(std_logging.Filter):
+    """Drop orbax's own error logs: each error also reaches the training loop, which reports it
+    in one line (a damaged checkpoint, a full disk) or raises it with its traceback."""
+
+    def filter(self, record: std_logging.LogRecord) -> bool:
+        return not (record.levelno >= std_logging.ERROR and "/orbax/" in record.pathname)
+
+
 def run(main: Callable[[list[str]], None]) -> None:
     """``absl.app.run(main)`` where flag errors and :class:`UserError` end with exit status 2."""
 
     def guarded(argv: list[str]) -> None:
         # Orbax and tfds log every step of their work at INFO; warnings still show.
         logging.set_verbosity(logging.WARNING)
+        std_logging.getLogger("absl").addFilter(_WithoutOrbaxErrors())
         enable_compilation_cache()
         try:
             main(argv)

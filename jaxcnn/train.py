@@ -27,6 +27,7 @@ def main(argv: list[str]) -> None:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
     distributed.initialize_from_flags_or_env(_DISTRIBUTED())
     from jaxcnn.training.loop import Diverged, Interrupted, train_and_evaluate
+    from jaxcnn.training.workdir import DISK_FULL_EXIT_STATUS, disk_full_message
 
     try:
         train_and_evaluate(_CONFIG.value, _WORKDIR.value)
@@ -36,6 +37,11 @@ def main(argv: list[str]) -> None:
     except Diverged as diverged:
         print(f"error: {diverged}", file=sys.stderr, flush=True)
         sys.exit(Diverged.EXIT_STATUS)
+    except Exception as error:
+        if message := disk_full_message(error, _WORKDIR.value):
+            print(f"error: {message}", file=sys.stderr, flush=True)
+            sys.exit(DISK_FULL_EXIT_STATUS)
+        raise
 
 
 if __name__ == "__main__":

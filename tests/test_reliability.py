@@ -224,3 +224,36 @@ def test_unusable_workdirs_are_one_line(digits_data_dir, tmp_path):
         assert result.returncode == 2, result.stderr
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and expected in lines[0], result.stderr
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 20 MB tmpfs (mounting needs root, as CI and the development machines run)."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(mount)], capture_output=True
+    )
+    if made.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {made.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+def test_a_full_disk_is_one_line_naming_the_last_checkpoint(digits_data_dir, small_disk):
+    workdir = small_disk / "run"
+    result = _train(
+        digits_data_dir,
+        workdir,
+        "--config.checkpoint_every_steps=10",
+        "--config.keep_checkpoints=100",
+        "--config.num_train_steps=400",
+    )
+    assert result.returncode == 4, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no space left on the device of workdir" in lines[0], lines
+    last = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+    assert f"the last complete checkpoint is step {last}." in lines[0]
+    assert all(np.isfinite(leaf).all() for leaf in _saved_params(workdir, last))

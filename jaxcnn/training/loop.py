@@ -40,7 +40,7 @@ from jaxcnn.training.step import (
     scan_steps,
     steps_per_dispatch,
 )
-from jaxcnn.training.workdir import WorkdirLock, prepare_workdir
+from jaxcnn.training.workdir import WorkdirLock, check_free_space, prepare_workdir
 from jaxcnn.training.writers import CONFIG_FILE, RESULTS_FILE, MetricWriter, console
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
@@ -300,6 +300,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
             _record_config(config, workdir, start_step)
 
         num_params = sum(x.size for x in jax.tree.leaves(jax.eval_shape(init_fn).params))
+        state_bytes = sum(
+            x.size * x.dtype.itemsize for x in jax.tree.leaves(jax.eval_shape(init_fn))
+        )
         platform = jax.devices()[0].platform
         console(
             f"{config.model.name} ({num_params:,} parameters) on {info.name}: {total_steps} "
@@ -456,6 +459,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
                     pending.clear()
                     # Save before evaluating: a failed evaluation must not lose the trained steps.
                     if do_checkpoint and to_host(_all_finite(state.params)):
+                        check_free_space(workdir, state_bytes)
                         checkpointer.save(step, parallel.for_checkpoint(state))
                         if is_last:  # on disk before the final evaluation, which may fail
                             checkpointer.wait()

@@ -3,14 +3,17 @@ runs never train into the same checkpoints and logs."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
+import shutil
 
 import jax
 
 from jaxcnn.errors import UserError
 
 LOCK_FILE = ".lock"
+DISK_FULL_EXIT_STATUS = 4
 
 
 def prepare_workdir(workdir: str) -> None:
@@ -61,3 +64,43 @@ class WorkdirLock:
             fcntl.flock(self._file, fcntl.LOCK_UN)
             self._file.close()
             self._file = None
+
+
+def check_free_space(workdir: str, checkpoint_bytes: int) -> None:
+    """Raise ENOSPC before a checkpoint of ``checkpoint_bytes`` that would not fit: a save that
+    runs out of space fails inside orbax's background threads, noisily."""
+    free = shutil.disk_usage(workdir).free
+    if free < checkpoint_bytes + (16 << 20):  # and room for logs and orbax's metadata
+        raise OSError(
+            errno.ENOSPC, f"No space left for a checkpoint of {checkpoint_bytes:,} bytes", workdir
+        )
+
+
+def _is_disk_full(error: BaseException | None) -> bool:
+    """Whether ``error`` or one it was raised from reports a full disk (orbax and tensorstore
+    wrap the OSError, or keep only its text)."""
+    while error is not None:
+        if getattr(error, "errno", None) == errno.ENOSPC or "No space left" in str(error):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def complete_checkpoints(workdir: str) -> list[int]:
+    """Steps of the finished checkpoints in ``workdir`` (orbax renames a save when complete)."""
+    directory = os.path.join(workdir, "checkpoints")
+    if not os.path.isdir(directory):
+        return []
+    return sorted(int(name) for name in os.listdir(directory) if name.isdigit())
+
+
+def disk_full_message(error: BaseException, workdir: str) -> str | None:
+    """One line for a run that ``error`` stopped on a full disk; None for other errors."""
+    if not _is_disk_full(error):
+        return None
+    steps = complete_checkpoints(workdir)
+    kept = f"the last complete checkpoint is step {steps[-1]}" if steps else "no checkpoint"
+    return (
+        f"no space left on the device of workdir {workdir!r}; {kept}. Free space there and "
+        "re-run the same command to resume"
+    )

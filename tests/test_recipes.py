@@ -388,3 +388,23 @@ def test_eval_splits_epoch_intervals_and_profile(digits_data_dir, tmp_path):
     assert results["eval"]["num_examples"] == 360 and "top5_accuracy" in results["eval"]
     traces = list((tmp_path / "profile").rglob("*.xplane.pb"))
     assert traces and traces[0].stat().st_size > 0
+
+
+def test_bfloat16_training_keeps_float32_state():
+    """Mixed precision: parameters, optimizer state and BatchNorm statistics stay float32
+    through a train step of a bfloat16 model."""
+    from jaxcnn.training.state import init_train_state
+    from jaxcnn.training.step import make_train_step
+
+    model = models.create("resnet20", num_classes=10, depth=8, width=4, dtype=jnp.bfloat16)
+    tx = optax.sgd(0.1, momentum=0.9)
+    state = jax.jit(lambda: init_train_state(model, tx, (16, 16, 3), 0, ema=True))()
+    step = jax.jit(
+        make_train_step(model, tx, optax.constant_schedule(0.1), ema_decay_at=lambda s: 0.5)
+    )
+    batch = {"image": jnp.ones((4, 16, 16, 3)), "label": jnp.arange(4)}
+    state, metrics = step(state, batch)
+    float32 = jnp.dtype(jnp.float32)
+    for part in (state.params, state.opt_state, state.batch_stats, state.ema):
+        assert {leaf.dtype for leaf in jax.tree.leaves(part)} == {float32}
+    assert np.isfinite(float(metrics["loss"]))

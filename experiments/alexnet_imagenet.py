@@ -12,6 +12,8 @@ learning rate 0.01 divided by 10 every 30 epochs, 90 epochs, batch 256, weight d
 (the paper: 5e-4, batch 128), dropout 0.5 in the classifier. Augmentation: the reference uses
 random-resized crops to 224 and horizontal flips; so does this config (the
 imagenet2012 preset's default, `inception_crop`).
+
+Measured with jaxcnn: not yet reproduced here.
 """
 
 import ml_collections

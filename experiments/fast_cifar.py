@@ -9,7 +9,7 @@ Offline, use the prepared JPEG copy of CIFAR-10: add ``--config.dataset.name=cif
 set ``TFDS_DATA_DIR`` to its data directory (or ``--config.dataset.data_dir``).
 
 Expected test accuracy: the paper's 94.01% (mean of many runs, 9.9 epochs, 3.29 s on an A100).
-Measured here: see README's "Reproduced results" (``reproductions/fast_cifar_*``).
+Measured with jaxcnn: see README's "Reproduced results" (``reproductions/fast_cifar/``).
 
 The recipe, and where each part lives:
 - network: ``airbench94`` (jaxcnn/models/airbench.py); its 2×2 whitening filters are fitted to

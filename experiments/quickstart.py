@@ -10,6 +10,9 @@ Its sweep (learning rate × batch size, 4 points) shows the sweep and report too
 
     python -m jaxcnn.sweep --config experiments/quickstart.py --workdir /tmp/quickstart_sweep
     python -m jaxcnn.report /tmp/quickstart_sweep
+
+Measured with jaxcnn: 97.8% test accuracy (seed 0, 660 steps, about 10 s of training on a
+2-core CPU); the test suite checks at least 90%.
 """
 
 import ml_collections

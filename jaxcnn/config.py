@@ -57,6 +57,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.dataset.cutmix_alpha = 0.0  # CutMix likewise (with mixup too: half the pairs each)
     config.dataset.shuffle_buffer = 16_384  # streaming
     config.dataset.cache = True  # streaming: keep encoded examples in memory after epoch 1
+    # image_folder: decode every image before training and stop with one line naming those that
+    # fail (False: a corrupt image fails only when the pipeline reaches it).
+    config.dataset.check_images = True
 
     config.batch_size = 128  # global: across all devices and processes
     config.eval_batch_size = 256  # global; the last batch is padded and masked

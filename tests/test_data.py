@@ -269,3 +269,35 @@ print("ok")
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.strip() == "ok"
+
+
+def test_corrupt_images_in_a_folder_are_named_before_training(tmp_path):
+    """A zero-byte and a truncated JPEG: one line naming both, at once, and exit 2 from the
+    CLI; with check_images=False the folder opens (the pipeline meets them later)."""
+    for split in ("train", "test"):
+        for example in range(4):
+            directory = tmp_path / split / f"class{example % 2}"
+            directory.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(_id_image(example)).save(directory / f"{example}.jpg")
+    (tmp_path / "train" / "class0" / "empty.jpg").write_bytes(b"")
+    good = (tmp_path / "train" / "class1" / "1.jpg").read_bytes()
+    (tmp_path / "test" / "class1" / "cut.jpg").write_bytes(good[: len(good) // 3])
+    with pytest.raises(UserError) as error:
+        pipeline.dataset_info(_folder_config(str(tmp_path)))
+    message = str(error.value)
+    assert "\n" not in message and "2 image(s)" in message
+    assert "train/class0/empty.jpg" in message and "test/class1/cut.jpg" in message
+    pipeline.dataset_info(_folder_config(str(tmp_path), check_images=False))
+    from conftest import run_cli
+
+    result = run_cli(
+        "jaxcnn.train",
+        f"--config={os.path.join(REPO, 'experiments', 'quickstart.py')}",
+        f"--workdir={tmp_path / 'run'}",
+        "--config.dataset.name=image_folder",
+        f"--config.dataset.path={tmp_path}",
+        "--config.dataset.image_size=8",
+        "--config.dataset.channels=1",
+    )
+    assert result.returncode == 2 and "cannot be decoded" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr

@@ -18,6 +18,7 @@ of any split string such as ``train[:90%]``) as encoded images and labels.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import socket
 
@@ -122,7 +123,7 @@ def _require_directory(field: str, path: str, what: str) -> str:
     return path
 
 
-def _image_folder(path: str) -> tfds.core.DatasetBuilder:
+def _image_folder(path: str, check_images: bool) -> tfds.core.DatasetBuilder:
     root = _require_directory("path", path, "a folder of SPLIT/CLASS/IMAGE files")
     builder = tfds.folder_dataset.ImageFolder(root)
     if not builder.info.splits:
@@ -130,7 +131,32 @@ def _image_folder(path: str) -> tfds.core.DatasetBuilder:
             f"dataset.path {root!r} has no SPLIT/CLASS/IMAGE files (e.g. train/cat/1.jpg); "
             "image_folder expects one folder per split holding one folder per class"
         )
+    if check_images:
+        _check_images(os.path.abspath(root), os.path.getmtime(root))
     return builder
+
+
+@functools.lru_cache(maxsize=8)
+def _check_images(root: str, mtime: float) -> None:
+    """Decode every image under ``root`` once per process (``mtime`` renews the cache); raise a
+    one-line :class:`UserError` naming the files that do not decode, before any training."""
+    from PIL import Image
+
+    bad = []
+    for folder, _, files in sorted(os.walk(root)):
+        for name in sorted(files):
+            path = os.path.join(folder, name)
+            try:
+                with Image.open(path) as image:
+                    image.load()
+            except Exception as error:  # PIL raises OSError, SyntaxError, ValueError...
+                bad.append(f"{os.path.relpath(path, root)} ({type(error).__name__})")
+    if bad:
+        shown = "; ".join(bad[:3]) + (f"; and {len(bad) - 3} more" if len(bad) > 3 else "")
+        raise UserError(
+            f"{len(bad)} image(s) under dataset.path {root!r} cannot be decoded: {shown}. "
+            "Remove or replace them (or set dataset.check_images=False to find out when read)"
+        )
 
 
 def _tfds_dir(path: str) -> tfds.core.DatasetBuilder:
@@ -200,7 +226,7 @@ def _prepare_from_manual_dir(
 def open_source(config: ml_collections.ConfigDict) -> Source:
     """The source that ``config`` (``config.dataset``) names, ready to read."""
     if config.name == IMAGE_FOLDER:
-        return Source(_image_folder(config.path))
+        return Source(_image_folder(config.path, config.check_images))
     if config.name == TFDS_DIR:
         return Source(_tfds_dir(config.path))
     preset = get_preset(config.name)

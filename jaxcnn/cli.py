@@ -134,12 +134,15 @@ def enable_compilation_cache() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 
-class _WithoutOrbaxErrors(std_logging.Filter):
-    """Drop orbax's own error logs: each error also reaches the training loop, which reports it
-    in one line (a damaged checkpoint, a full disk) or raises it with its traceback."""
+class _WithoutDuplicateNoise(std_logging.Filter):
+    """Drop library logs that say again what jaxcnn reports itself: orbax's errors (each also
+    reaches the training loop, which reports it in one line or raises it with its traceback)
+    and tfds's note that a dataset about to be prepared has no dataset_info.json yet."""
 
     def filter(self, record: std_logging.LogRecord) -> bool:
-        return not (record.levelno >= std_logging.ERROR and "/orbax/" in record.pathname)
+        if record.levelno >= std_logging.ERROR and "/orbax/" in record.pathname:
+            return False
+        return "has no dataset_info.json" not in record.getMessage()
 
 
 def run(main: Callable[[list[str]], None]) -> None:
@@ -148,7 +151,7 @@ def run(main: Callable[[list[str]], None]) -> None:
     def guarded(argv: list[str]) -> None:
         # Orbax and tfds log every step of their work at INFO; warnings still show.
         logging.set_verbosity(logging.WARNING)
-        std_logging.getLogger("absl").addFilter(_WithoutOrbaxErrors())
+        std_logging.getLogger("absl").addFilter(_WithoutDuplicateNoise())
         enable_compilation_cache()
         try:
             main(argv)

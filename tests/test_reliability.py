@@ -257,3 +257,22 @@ def test_a_full_disk_is_one_line_naming_the_last_checkpoint(digits_data_dir, sma
     last = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
     assert f"the last complete checkpoint is step {last}." in lines[0]
     assert all(np.isfinite(leaf).all() for leaf in _saved_params(workdir, last))
+
+
+def test_a_first_run_prints_one_clear_line_per_event(tmp_path):
+    """Preparing the digits on first use: our line, not tfds's banner, warnings and progress
+    bars (whose escape codes clutter logs)."""
+    result = run_cli(
+        "jaxcnn.train",
+        f"--config={QUICKSTART}",
+        f"--workdir={tmp_path / 'run'}",
+        "--config.num_train_steps=4",
+        "--config.schedule.warmup_epochs=0",
+        env={"TFDS_DATA_DIR": str(tmp_path / "tfds")},
+    )
+    assert result.returncode == 0, result.stderr
+    output = result.stdout + result.stderr
+    assert "Preparing dataset 'digits'" in result.stdout
+    for noise in ("\x1b", "\r", "Downloading and preparing", "dataset_info.json", "Traceback"):
+        assert noise not in output, output
+    assert len(output.strip().splitlines()) <= 6, output

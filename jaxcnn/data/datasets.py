@@ -17,8 +17,10 @@ of any split string such as ``train[:90%]``) as encoded images and labels.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
+import io
 import os
 import socket
 
@@ -193,8 +195,20 @@ def _tfds_builder(name: str, data_dir: str, manual_dir: str) -> tfds.core.Datase
             f"download it; run `tfds build {name} --data_dir DIR` where there is network and set "
             "dataset.data_dir (or TFDS_DATA_DIR) to DIR"
         )
-    builder.download_and_prepare()
+    _quietly_prepare(builder, root)
     return builder
+
+
+def _quietly_prepare(builder: tfds.core.DatasetBuilder, root: str, **kwargs) -> None:
+    """``builder.download_and_prepare`` with one line of ours in place of tfds's banner and
+    progress bars (which write terminal escape codes into logs)."""
+    print(f"Preparing dataset {builder.name!r} in {root} (once)...", flush=True)
+    tfds.disable_progress_bar()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            builder.download_and_prepare(**kwargs)
+    finally:
+        tfds.enable_progress_bar()
 
 
 def _prepare_from_manual_dir(
@@ -216,7 +230,7 @@ def _prepare_from_manual_dir(
         )
     config = tfds.download.DownloadConfig(manual_dir=manual_dir, try_download_gcs=False)
     try:
-        builder.download_and_prepare(download_config=config)
+        _quietly_prepare(builder, root, download_config=config)
     except (AssertionError, FileNotFoundError, tf.errors.NotFoundError) as error:
         reason = " ".join(str(error).split())
         raise UserError(f"cannot prepare {name!r} from {manual_dir}: {reason}") from None

@@ -14,7 +14,7 @@ smoothing, Lookahead, flip+translate test-time augmentation) is ``experiments/fa
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.models.conv import Conv
+from jaxcnn.models.layers import batch_norm
 from jaxcnn.models.registry import register
 
 
@@ -82,15 +83,16 @@ class ConvGroup(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
-        def norm(name: str) -> nn.BatchNorm:
-            return nn.BatchNorm(
+        def norm(name: str) -> Callable[[jax.Array], jax.Array]:
+            return batch_norm(
+                self.dtype,
                 use_running_average=not train,
                 use_scale=False,
                 momentum=self.bn_momentum,
                 epsilon=self.bn_epsilon,
                 axis_name=self.bn_axis_name,
+                param_dtype=self.param_dtype,
                 name=name,
-                **kw,
             )
 
         def conv(name: str) -> Conv:

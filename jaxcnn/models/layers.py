@@ -69,6 +69,17 @@ def max_pool_ceil(x: jnp.ndarray, size: int, stride: int, padding: int = 0) -> j
     return nn.max_pool(x, (size, size), strides=(stride, stride), padding=pads)
 
 
+def batch_norm(dtype: Any, **fields: Any) -> Callable[[jax.Array], jax.Array]:
+    """``nn.BatchNorm(**fields)`` that normalises in float32 and returns ``dtype``.
+
+    Mixed precision keeps BatchNorm's arithmetic in float32 (as Keras's mixed-precision policy
+    does): its statistics are float32 anyway, and XLA:CPU in JAX 0.12 miscompiles bfloat16
+    BatchNorm inside a ResNet (NaN logits, from its bfloat16 float-normalization pass).
+    """
+    norm = nn.BatchNorm(dtype=jnp.float32, **fields)
+    return lambda x: norm(x).astype(dtype)
+
+
 class DropPath(nn.Module):
     """Stochastic depth: zero a residual branch per sample with probability ``rate``.
 
@@ -117,12 +128,13 @@ class ConvBNAct(nn.Module):
             name="conv",
             **kw,
         )(x)
-        x = nn.BatchNorm(
+        x = batch_norm(
+            self.dtype,
             use_running_average=not train,
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
             axis_name=self.bn_axis_name,
+            param_dtype=self.param_dtype,
             name="bn",
-            **kw,
         )(x)
         return x if self.activation is None else self.activation(x)

@@ -25,14 +25,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 from jaxcnn.models.conv import Conv
-from jaxcnn.models.layers import conv_kernel_init
+from jaxcnn.models.layers import batch_norm, conv_kernel_init
 from jaxcnn.models.registry import register
 
 
@@ -57,13 +58,13 @@ class _Layers:
             name=name,
         )
 
-    def norm(self, name: str) -> nn.BatchNorm:
+    def norm(self, name: str) -> Callable[[jax.Array], jax.Array]:
         m = self.module
-        return nn.BatchNorm(
+        return batch_norm(
+            m.dtype,
             use_running_average=not self.train,
             momentum=0.9,
             epsilon=1e-5,
-            dtype=m.dtype,
             param_dtype=m.param_dtype,
             axis_name=m.bn_axis_name,
             name=name,
@@ -75,6 +76,17 @@ def _shortcut_a(x: jnp.ndarray, filters: int, strides: int) -> jnp.ndarray:
     x = x[:, ::strides, ::strides, :]
     pad = filters - x.shape[-1]
     return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad // 2, pad - pad // 2)))
+
+
+def _residual(shortcut: jax.Array, y: jax.Array, dtype: Any, relu: bool) -> jax.Array:
+    """``shortcut + y`` (then ReLU), summed in float32 and returned in ``dtype``.
+
+    In bfloat16, XLA:CPU in JAX 0.12 miscompiles this sum after a strided, channel-padded
+    option-A shortcut into NaN (its bfloat16 float-normalization pass); float32 is also the
+    precision mixed-precision residual streams are usually summed in.
+    """
+    total = shortcut.astype(jnp.float32) + y.astype(jnp.float32)
+    return (nn.relu(total) if relu else total).astype(dtype)
 
 
 class BasicBlock(nn.Module):
@@ -108,7 +120,8 @@ class BasicBlock(nn.Module):
             y = layers.conv(self.filters, 3, self.strides, "conv1")(y)
             y = nn.relu(layers.norm("bn2")(y))
             y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-            return shortcut + layers.conv(self.filters, 3, 1, "conv2")(y)
+            y = layers.conv(self.filters, 3, 1, "conv2")(y)
+            return _residual(shortcut, y, self.dtype, relu=False)
         y = nn.relu(layers.norm("bn1")(layers.conv(self.filters, 3, self.strides, "conv1")(x)))
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         y = layers.norm("bn2")(layers.conv(self.filters, 3, 1, "conv2")(y))
@@ -116,7 +129,7 @@ class BasicBlock(nn.Module):
             x = _shortcut_a(x, self.filters, self.strides)
         elif project:
             x = layers.norm("proj_bn")(layers.conv(self.filters, 1, self.strides, "proj_conv")(x))
-        return nn.relu(x + y)
+        return _residual(x, y, self.dtype, relu=True)
 
 
 class Bottleneck(nn.Module):
@@ -140,13 +153,13 @@ class Bottleneck(nn.Module):
             y = nn.relu(layers.norm("bn2")(layers.conv(self.filters, 1, 1, "conv1")(y)))
             y = layers.conv(self.filters, 3, self.strides, "conv2")(y)
             y = layers.conv(out, 1, 1, "conv3")(nn.relu(layers.norm("bn3")(y)))
-            return shortcut + y
+            return _residual(shortcut, y, self.dtype, relu=False)
         y = nn.relu(layers.norm("bn1")(layers.conv(self.filters, 1, 1, "conv1")(x)))
         y = nn.relu(layers.norm("bn2")(layers.conv(self.filters, 3, self.strides, "conv2")(y)))
         y = layers.norm("bn3")(layers.conv(out, 1, 1, "conv3")(y))
         if project:
             x = layers.norm("proj_bn")(layers.conv(out, 1, self.strides, "proj_conv")(x))
-        return nn.relu(x + y)
+        return _residual(x, y, self.dtype, relu=True)
 
 
 def _stages(

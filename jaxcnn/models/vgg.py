@@ -20,7 +20,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcnn.models.conv import Conv
-from jaxcnn.models.layers import adaptive_avg_pool, conv_kernel_init
+from jaxcnn.models.layers import adaptive_avg_pool, batch_norm, conv_kernel_init
 from jaxcnn.models.registry import register
 
 # Filters of the 3×3 convolutions, block by block; each block ends in a 2×2 max pool.
@@ -60,13 +60,14 @@ class VGG(nn.Module):
                 )
                 x = conv(x)
                 if self.batch_norm:
-                    x = nn.BatchNorm(
+                    x = batch_norm(
+                        self.dtype,
                         use_running_average=not train,
                         momentum=0.9,
                         epsilon=1e-5,
                         axis_name=self.bn_axis_name,
+                        param_dtype=self.param_dtype,
                         name=f"{name}_bn",
-                        **kw,
                     )(x)
                 x = nn.relu(x)
             x = nn.max_pool(x, (2, 2), strides=(2, 2))

@@ -130,9 +130,10 @@ def make_optimizer(
         if opt.weight_decay:
             chain.append(optax.add_decayed_weights(opt.weight_decay, mask=_kernels_only))
         chain.append(optax.sgd(schedule, momentum=opt.momentum or None, nesterov=opt.nesterov))
-    elif opt.name == "adamw":
+    elif opt.name in ("adamw", "lamb"):  # Adam with decoupled decay; LAMB adds trust ratios
+        adam = optax.adamw if opt.name == "adamw" else optax.lamb
         chain.append(
-            optax.adamw(
+            adam(
                 schedule,
                 b1=opt.b1,
                 b2=opt.b2,
@@ -167,17 +168,6 @@ def make_optimizer(
                 trust_ratio_mask=_kernels_only,
                 momentum=opt.momentum,
                 nesterov=opt.nesterov,
-            )
-        )
-    elif opt.name == "lamb":
-        chain.append(
-            optax.lamb(
-                schedule,
-                b1=opt.b1,
-                b2=opt.b2,
-                eps=opt.eps,
-                weight_decay=opt.weight_decay,
-                mask=_kernels_only,
             )
         )
     else:

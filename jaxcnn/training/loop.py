@@ -282,9 +282,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         init_fn = functools.partial(
             init_train_state, model, tx, info.image_shape, config.seed, ema=use_ema
         )
+        abstract_state = jax.eval_shape(init_fn)
         checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints)
         start_step, restored = checkpointer.restore_latest(
-            parallel.checkpoint_target(jax.eval_shape(init_fn)), report=console
+            parallel.checkpoint_target(abstract_state), report=console
         )
         if start_step:
             state = parallel.from_checkpoint(restored)
@@ -299,10 +300,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict[
         if jax.process_index() == 0:
             _record_config(config, workdir, start_step)
 
-        num_params = sum(x.size for x in jax.tree.leaves(jax.eval_shape(init_fn).params))
-        state_bytes = sum(
-            x.size * x.dtype.itemsize for x in jax.tree.leaves(jax.eval_shape(init_fn))
-        )
+        num_params = sum(x.size for x in jax.tree.leaves(abstract_state.params))
+        state_bytes = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(abstract_state))
         platform = jax.devices()[0].platform
         console(
             f"{config.model.name} ({num_params:,} parameters) on {info.name}: {total_steps} "

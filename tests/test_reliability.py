@@ -188,8 +188,6 @@ def test_a_second_run_in_a_busy_workdir_is_refused_and_a_crashed_one_leaves_no_l
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait(timeout=60)
-    third = _train(digits_data_dir, tmp_path / "other", "--config.num_train_steps=10")
-    assert third.returncode == 0, third.stderr
     resumed = _train(digits_data_dir, tmp_path, "--config.num_train_steps=10")
     assert "in use" not in resumed.stderr  # the killed run's lock went with it
 
@@ -212,18 +210,21 @@ def test_broken_config_files_are_one_line(config_text, expected, tmp_path):
 
 
 def test_unusable_workdirs_are_one_line(digits_data_dir, tmp_path):
+    from jaxcnn.errors import UserError
+    from jaxcnn.training.workdir import prepare_workdir
+
     a_file = tmp_path / "a_file"
     a_file.write_text("")
-    cases = [
-        (a_file, "is a file, not a directory"),
+    for workdir, expected in [
         ("", "--workdir is empty"),
         ("/proc/jaxcnn_run", "cannot create workdir"),  # not even root can create it
-    ]
-    for workdir, expected in cases:
-        result = _train(digits_data_dir, workdir)
-        assert result.returncode == 2, result.stderr
-        lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and expected in lines[0], result.stderr
+    ]:
+        with pytest.raises(UserError, match=expected):
+            prepare_workdir(str(workdir))
+    result = _train(digits_data_dir, a_file)  # and through the CLI
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "is a file, not a directory" in lines[0], result.stderr
 
 
 @pytest.fixture

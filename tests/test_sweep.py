@@ -63,7 +63,9 @@ def test_overrides_are_checked_against_the_config(tmp_path):
         1,
         2,
     )
-    with pytest.raises(UserError, match="config.optimizer has no 'lr'; its fields: accum_steps, b1, b2"):
+    with pytest.raises(
+        UserError, match="config.optimizer has no 'lr'; its fields: accum_steps, b1, b2"
+    ):
         sweeps.plan(config, [{"optimizer.lr": 0.1}], str(tmp_path))
     with pytest.raises(UserError, match="bad value for config.batch_size"):
         sweeps.apply_overrides(config, {"batch_size": "big"})

@@ -135,7 +135,8 @@ def wall_time(group: Group) -> str:
 
 
 def _distinct(group: Group, key: str) -> str:
-    values = sorted({str(run.results.get(key, "–")) for run in group.finished})
+    """The different values of results field ``key`` among finished runs that record it."""
+    values = sorted({str(run.results[key]) for run in group.finished if key in run.results})
     return ", ".join(f"`{v}`" if key == "commit" else v for v in values) or "–"
 
 

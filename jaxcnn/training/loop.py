@@ -1,8 +1,10 @@
 """``train_and_evaluate(config, workdir)``: the training loop that the CLI runs.
 
-It builds data, model, optimizer and the compiled steps from the config, resumes from the
-latest checkpoint in ``workdir`` if there is one, trains with periodic logging, evaluation and
-checkpoints, and writes the final test metrics to ``workdir/results.json``.
+It checks the config, builds data, model, optimizer and the compiled steps from it, locks
+``workdir``, resumes from the newest intact checkpoint there (or initialises, fitting any
+data-dependent parameters), trains with periodic logging, evaluation (of the trained weights
+and their moving average, on every eval split) and checkpoints, stops on a signal or a
+non-finite loss, and writes the final metrics to ``workdir/results.json``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Quickstart: LeNet-5 on the UCI handwritten digits, offline, in about a minute on a CPU.
+"""Quickstart: LeNet-5 on the UCI handwritten digits, offline, in about 20 seconds on a CPU.
 
     python -m jaxcnn.train --config experiments/quickstart.py --workdir /tmp/quickstart
 

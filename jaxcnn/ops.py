@@ -1,9 +1,10 @@
 """Reference implementations of the basic CNN operations, written to be read.
 
 Each function works on one 2-D channel with explicit loops over the output positions, so the
-arithmetic of every output value is visible. They are slow; the models use the XLA versions
-(``jax.lax.conv_general_dilated``, ``flax.linen.max_pool`` / ``avg_pool``), and the tests check
-that both agree.
+arithmetic of every output value is visible. They are slow; the models use compiled ones
+(:mod:`jaxcnn.models.conv`, which runs oneDNN's kernels on the CPU and XLA's
+``jax.lax.conv_general_dilated`` elsewhere; ``flax.linen.max_pool`` / ``avg_pool``), and the
+tests check that they agree.
 
 Note on "convolution": like every deep-learning library, :func:`conv2d` computes a
 *cross-correlation* — the kernel slides over the image without being flipped. (A convolution

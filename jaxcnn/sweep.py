@@ -32,7 +32,8 @@ _PRINT_COMMANDS = flags.DEFINE_bool(
 _LAUNCHER = flags.DEFINE_string(
     "launcher",
     "",
-    "Prefix of each printed command, e.g. 'sbatch launch/slurm.sbatch'; '' = run it directly.",
+    "Prefix of each printed command, e.g. 'srun --nodes 1 --gpus-per-node 8'; '' = run it "
+    "directly.",
 )
 flags.mark_flags_as_required(["config", "workdir"])
 

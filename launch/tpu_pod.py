@@ -1,7 +1,7 @@
 """Install this checkout on every worker of a Cloud TPU VM (pod slice) and train there.
 
     python launch/tpu_pod.py --tpu NAME --zone ZONE [--project P] -- \
-        --config experiments/cifar10_resnet.py --workdir /mnt/shared/runs/cifar
+        --config experiments/resnet_cifar.py --workdir /mnt/shared/runs/cifar
 
 Three commands, run from the repository root: pack the committed source (``git archive``),
 copy it to every worker (``gcloud compute tpus tpu-vm scp --worker=all``), then on every worker

@@ -38,3 +38,19 @@ def test_readme_model_table_lists_every_model():
     readme = (REPO / "README.md").read_text()
     missing = [name for name in models.list_models() if f"| {name} |" not in readme]
     assert not missing, f"README.md's model table lacks: {missing}"
+
+
+def test_every_repository_path_named_in_the_docs_exists():
+    """README.md, BENCHMARKS.md and the experiment and launcher docstrings name only files and
+    folders that exist (``experiments/X.py:ARG`` names the file)."""
+    import re
+
+    texts = [REPO / "README.md", REPO / "BENCHMARKS.md", *(REPO / "experiments").glob("*.py")]
+    texts += (REPO / "launch").glob("*.py")
+    pattern = r"(?<![\w/.])((?:jaxcnn|experiments|launch|benchmarks|reproductions|constraints)/[\w./-]*\w)"
+    missing = {}
+    for text in texts:
+        for path in set(re.findall(pattern, text.read_text())):
+            if not (REPO / path).exists():
+                missing.setdefault(text.name, []).append(path)
+    assert not missing, missing

@@ -47,7 +47,8 @@ def test_every_repository_path_named_in_the_docs_exists():
 
     texts = [REPO / "README.md", REPO / "BENCHMARKS.md", *(REPO / "experiments").glob("*.py")]
     texts += (REPO / "launch").glob("*.py")
-    pattern = r"(?<![\w/.])((?:jaxcnn|experiments|launch|benchmarks|reproductions|constraints)/[\w./-]*\w)"
+    roots = "jaxcnn|experiments|launch|benchmarks|reproductions|constraints"
+    pattern = rf"(?<![\w/.])((?:{roots})/[\w./-]*\w)"
     missing = {}
     for text in texts:
         for path in set(re.findall(pattern, text.read_text())):

@@ -9,7 +9,7 @@ Offline, use the prepared JPEG copy of CIFAR-10: add ``--config.dataset.name=cif
 set ``TFDS_DATA_DIR`` to its data directory (or ``--config.dataset.data_dir``).
 
 Expected test accuracy: the paper's 94.01% (mean of many runs, 9.9 epochs, 3.29 s on an A100).
-Measured with jaxcnn on the JPEG q75 copy of CIFAR-10: 90.31% ± 0.06 mean test accuracy over
+Measured with jaxcnn: 90.31% ± 0.06 mean test accuracy on the JPEG q75 copy of CIFAR-10 over
 seeds 0, 1, 2 (90.28%, 90.26%, 90.38%; 476 steps; 30 min on an otherwise idle 2-core CPU), 3.7
 points below the paper; evidence in ``reproductions/fast_cifar/`` and README's "Reproduced
 results". Test-time augmentation gives 1.0 point of it (89.31% without, seed 0).

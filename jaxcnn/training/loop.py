@@ -9,6 +9,7 @@ non-finite loss, and writes the final metrics to ``workdir/results.json``.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import json
@@ -231,6 +232,9 @@ class Profiler:
             self.active = True
 
     def annotate(self, step: int) -> Any:
+        """A step annotation while tracing; nothing on the other steps."""
+        if not self.active:
+            return contextlib.nullcontext()
         return jax.profiler.StepTraceAnnotation("train", step_num=step)
 
     def after(self, step: int, state: Any) -> None:

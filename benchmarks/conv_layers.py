@@ -6,7 +6,7 @@
 For each layer shape it times, in milliseconds (median of repeats, after a warm-up), XLA's
 forward convolution, XLA's input gradient, XLA's own filter gradient and jaxcnn's per-tap
 matmul filter gradient (``jaxcnn/models/conv.py``), the forward and forward + backward of
-jaxcnn's oneDNN custom call (``jaxcnn/models/onednn.py``, where it is available) and, with
+jaxcnn's oneDNN custom call (``jaxcnn/kernels/onednn.py``, where it is available) and, with
 PyTorch installed, PyTorch's forward and forward + backward of the same layer (channels-last).
 This is the measurement behind ``conv_impl``; BENCHMARKS.md has the figures.
 """
@@ -26,7 +26,8 @@ import numpy as np
 from jax import lax
 
 from jaxcnn import hardware
-from jaxcnn.models import conv, onednn
+from jaxcnn.kernels import onednn
+from jaxcnn.models import conv
 
 # (batch, height = width, in channels, out channels, stride): ResNet-20's and ResNet-18's
 # (CIFAR stem) 3×3 convolutions at batch 128, and a strided one.
@@ -77,7 +78,7 @@ def jax_times(batch: int, size: int, cin: int, cout: int, stride: int, repeats: 
         "xla_filter_grad_ms": median_ms(lambda: xla_filter_grad(x, w), repeats),
         "gemm_filter_grad_ms": median_ms(lambda: gemm_filter_grad(x, w), repeats),
     }
-    if onednn.unavailable_reason() is None:
+    if onednn.load() is None:
         out_size = dy.shape[1:3]
         onednn_forward = jax.jit(
             lambda x, w: onednn.conv(x, w, out_size, strides, padding, (1, 1), groups=1)

@@ -24,10 +24,10 @@ import numpy as np
 from PIL import Image
 
 from jaxcnn.config import base_config
-from jaxcnn.data import device, pipeline
-from jaxcnn.training.loop import build_model
+from jaxcnn.data import device_resident, streaming
 from jaxcnn.training.optim import make_optimizer, make_schedule
 from jaxcnn.training.parallel import make_parallel
+from jaxcnn.training.setup import build_model
 from jaxcnn.training.state import init_train_state
 from jaxcnn.training.step import make_train_step
 
@@ -68,7 +68,7 @@ def resnet20_step_rate(num_batches: int) -> float:
     config = base_config()
     config.model.name = "resnet20"
     parallel = make_parallel("jit")
-    model = build_model(config.model, 10, parallel.axis_name)
+    model = build_model(config.model, 10, parallel)
     schedule = make_schedule(config.schedule, peak=0.1, steps_per_epoch=390, total_steps=10_000)
     tx = make_optimizer(config, schedule)
     state = parallel.init(functools.partial(init_train_state, model, tx, (32, 32, 3), 0))
@@ -103,13 +103,15 @@ def main() -> None:
             (
                 "CIFAR-10 streaming (cifar10_jpeg, crop+flip)",
                 lambda: images_per_sec(
-                    pipeline.train_iterator(cifar, batch_size=BATCH, seed=0), BATCH, args.batches
+                    streaming.train_iterator(cifar, batch_size=BATCH, seed=0), BATCH, args.batches
                 ),
             ),
             (
                 "CIFAR-10 device-resident (crop+flip, in jit)",
                 lambda: images_per_sec(
-                    device.train_iterator(cifar, batch_size=BATCH, seed=0), BATCH, args.batches
+                    device_resident.train_iterator(cifar, batch_size=BATCH, seed=0),
+                    BATCH,
+                    args.batches,
                 ),
             ),
         ]
@@ -122,7 +124,7 @@ def main() -> None:
             (
                 "ImageNet-style streaming (JPEG 400x350 -> RRC 224, flip)",
                 lambda: images_per_sec(
-                    pipeline.train_iterator(imagenet, batch_size=32, seed=0),
+                    streaming.train_iterator(imagenet, batch_size=32, seed=0),
                     32,
                     max(1, args.batches // 4),
                 ),

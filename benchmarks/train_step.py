@@ -29,18 +29,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from jaxcnn import hardware, models
+from jaxcnn import hardware
 from jaxcnn.config import base_config
+from jaxcnn.data import DatasetInfo
 from jaxcnn.errors import UserError
 from jaxcnn.models import conv
-from jaxcnn.training.optim import make_optimizer
-from jaxcnn.training.parallel import make_parallel
-from jaxcnn.training.state import init_train_state
-from jaxcnn.training.step import make_train_step, scan_steps, steps_per_dispatch
+from jaxcnn.training.setup import build_setup
+from jaxcnn.training.step import scan_steps, steps_per_dispatch
 
 # name: (registered model, constructor fields, image shape, default batch on CPU)
 CASES = {
@@ -55,25 +53,44 @@ NUM_CLASSES = 10
 RESULTS = Path(__file__).parent / "results"
 
 
-def _sgd_config() -> ml_collections.ConfigDict:
-    """Plain SGD with momentum 0.9, as the PyTorch side runs."""
+def _config(
+    case: str, batch_size: int, dtype: str, steps_per_dispatch: int, conv_impl: str
+) -> ml_collections.ConfigDict:
+    """The case as a training config: plain SGD with momentum 0.9 at a constant rate, as the
+    PyTorch side runs."""
+    name, fields, _, _ = CASES[case]
     config = base_config()
+    config.model.name, config.model.dtype = name, dtype
+    config.model.update(fields)
+    config.batch_size = config.eval_batch_size = batch_size
     config.optimizer.name, config.optimizer.momentum = "sgd", 0.9
+    config.optimizer.learning_rate = 0.1
+    config.schedule.name, config.schedule.warmup_epochs = "constant", 0.0
+    config.steps_per_dispatch, config.conv_impl = steps_per_dispatch, conv_impl
     return config
 
 
 def jaxcnn_step(
-    case: str, batch_size: int, dtype: str = "float32", requested_steps_per_dispatch: int = 0
-) -> tuple[Callable[[], None], int, float, float, int]:
+    case: str,
+    batch_size: int,
+    dtype: str = "float32",
+    requested_steps_per_dispatch: int = 0,
+    conv_impl: str = "auto",
+) -> tuple[Callable[[], None], int, float, float, int, str]:
     """(run one dispatch and wait, its train steps, compile seconds, FLOPs per step,
-    parameters) of jaxcnn's step, compiled as the training loop runs it: several steps per
-    dispatch where ``steps_per_dispatch`` says so (0 = the backend's default)."""
-    name, fields, image_shape, _ = CASES[case]
-    model = models.create(name, NUM_CLASSES, dtype=jnp.dtype(dtype), **fields)
-    schedule = lambda step: 0.1  # noqa: E731
-    tx = make_optimizer(_sgd_config(), schedule)
-    parallel = make_parallel("jit")
-    state = parallel.init(lambda: init_train_state(model, tx, image_shape, 0))
+    parameters, convolution implementation) of jaxcnn's step, built by the training CLI's own
+    ``build_setup`` on generated data and compiled as the training loop runs it: several steps
+    per dispatch where ``steps_per_dispatch`` says so (0 = the backend's default)."""
+    _, _, image_shape, _ = CASES[case]
+    info = DatasetInfo("generated", NUM_CLASSES, image_shape, 1_000 * batch_size, batch_size)
+
+    def setup_with(impl: str):
+        config = _config(case, batch_size, dtype, requested_steps_per_dispatch, impl)
+        return build_setup(config, info=info)
+
+    setup = setup_with(conv_impl)
+    parallel = setup.parallel
+    state = parallel.init(setup.init_fn())
     rng = np.random.default_rng(0)
     batch = parallel.shard_batch(
         {
@@ -81,26 +98,25 @@ def jaxcnn_step(
             "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
         }
     )
-    train_step = make_train_step(model, tx, schedule)
-    steps = steps_per_dispatch(requested_steps_per_dispatch)
+    train_step = setup.train_step()
+    steps = setup.steps_per_dispatch
     dispatched = parallel.compile_train(scan_steps(train_step) if steps > 1 else train_step)
     batches = parallel.stack_batches([batch] * steps) if steps > 1 else batch
     start = time.perf_counter()
     compiled = dispatched.lower(state, batches).compile()
     compile_secs = time.perf_counter() - start
-    with conv.use_impl("xla"):  # a fresh trace, in which every convolution is XLA's to count
-        counted = parallel.compile_train(make_train_step(model, tx, schedule))
-        cost = counted.lower(state, batch).cost_analysis()
+    # The same step with XLA's convolutions, every one of which XLA's cost analysis counts.
+    counted = parallel.compile_train(setup_with("xla").train_step())
+    cost = counted.lower(state, batch).cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
-    num_params = sum(x.size for x in jax.tree.leaves(state.params))
     holder = {"state": state}
 
     def run() -> None:
         holder["state"], metrics = compiled(holder["state"], batches)
         jax.block_until_ready(metrics)
 
-    return run, steps, compile_secs, flops, num_params
+    return run, steps, compile_secs, flops, setup.num_params, setup.model.layers.conv_impl
 
 
 def torch_step(case: str, batch_size: int) -> tuple[Callable[[], None], int] | None:
@@ -129,6 +145,7 @@ def benchmark(
     steps: int,
     with_torch: bool = True,
     dtype: str = "float32",
+    conv_impl: str = "auto",
     compare_conv_impls: Sequence[str] = (),
     steps_per_dispatch: int = 0,
     compare_steps_per_dispatch: Sequence[int] = (),
@@ -137,16 +154,15 @@ def benchmark(
     (each convolution implementation in ``compare_conv_impls``, each number of steps per
     dispatch in ``compare_steps_per_dispatch``), in alternating windows of at least ``steps``
     train steps each."""
-    run_jax, jax_steps, compile_secs, flops, jax_params = jaxcnn_step(
-        case, batch_size, dtype, steps_per_dispatch
+    run_jax, jax_steps, compile_secs, flops, jax_params, impl_used = jaxcnn_step(
+        case, batch_size, dtype, steps_per_dispatch, conv_impl
     )
     variants = {}  # label: (run, steps per run)
     for impl in compare_conv_impls:
-        with conv.use_impl(impl):
-            run, run_steps, *_ = jaxcnn_step(case, batch_size, dtype, steps_per_dispatch)
+        run, run_steps, *_ = jaxcnn_step(case, batch_size, dtype, steps_per_dispatch, impl)
         variants[f"conv_impl={impl}"] = run, run_steps
     for other_steps in compare_steps_per_dispatch:
-        run, run_steps, *_ = jaxcnn_step(case, batch_size, dtype, other_steps)
+        run, run_steps, *_ = jaxcnn_step(case, batch_size, dtype, other_steps, conv_impl)
         variants[f"steps_per_dispatch={other_steps}"] = run, run_steps
     # The PyTorch twin runs in float32 only: its CPU bfloat16 path is not what users train with.
     twin = torch_step(case, batch_size) if with_torch and dtype == "float32" else None
@@ -177,7 +193,7 @@ def benchmark(
     result = {
         "case": case,
         "dtype": dtype,
-        "conv_impl": conv.impl_in_use(),  # the main jaxcnn column's
+        "conv_impl": impl_used,  # the main jaxcnn column's
         "steps_per_dispatch": jax_steps,
         "batch_size": batch_size,
         "parameters": jax_params,
@@ -310,9 +326,8 @@ def main() -> None:
         parser.exit(2, f"error: unknown case {unknown[0]!r}; valid choices: {', '.join(CASES)}\n")
     compare_conv_impls = [impl for impl in args.compare_conv_impls.split(",") if impl]
     try:
-        for impl in compare_conv_impls:
-            conv.check_impl(impl)
-        conv.set_impl(args.conv_impl)
+        for impl in [args.conv_impl, *compare_conv_impls]:
+            conv.resolve_impl(impl)
         compare_steps = [int(n) for n in args.compare_steps_per_dispatch.split(",") if n]
         for n in [args.steps_per_dispatch, *compare_steps]:
             steps_per_dispatch(n)
@@ -345,6 +360,7 @@ def main() -> None:
             args.steps,
             with_torch,
             args.dtype,
+            args.conv_impl,
             compare_conv_impls,
             args.steps_per_dispatch,
             compare_steps,

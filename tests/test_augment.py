@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 from PIL import Image
 
-from jaxcnn.data import augment, device, randaugment
+from jaxcnn.data import augment, device_resident, randaugment
 from jaxcnn.data.boxes import ERASE_AREA
 from jaxcnn.data.mix import mix_batch
 
@@ -49,7 +49,9 @@ def _jax_batch(fn) -> np.ndarray:
 
 def _device_crop_flip(key, image):
     crop_key, flip_key = jax.random.split(key)
-    return device.random_flip(flip_key, device.random_crop(crop_key, image, PADDING))
+    return device_resident.random_flip(
+        flip_key, device_resident.random_crop(crop_key, image, PADDING)
+    )
 
 
 @pytest.mark.parametrize("implementation", ["tensorflow", "jax"])
@@ -76,7 +78,9 @@ def _erased(images: np.ndarray) -> np.ndarray:
 def test_random_erasing_agrees_between_tensorflow_and_jax():
     prob = 0.6
     tf_fraction = _erased(_tf_batch(lambda image, seed: augment.random_erasing(image, seed, prob)))
-    jax_fraction = _erased(_jax_batch(lambda key, image: device.random_erasing(key, image, prob)))
+    jax_fraction = _erased(
+        _jax_batch(lambda key, image: device_resident.random_erasing(key, image, prob))
+    )
     for fraction in (tf_fraction, jax_fraction):
         erased = fraction[fraction > 0]
         assert abs(len(erased) / N - prob) < 0.05

@@ -29,7 +29,7 @@ def test_train_step_benchmark_smoke_run(tmp_path):
     assert f"| resnet20 | 8 | 269,722 | {row['steps_per_dispatch']} |" in result.stdout
     assert row["parameters"] == 269_722
     assert row["jaxcnn_images_per_sec"] > 0 and row["flops_per_step"] > 0
-    assert row["conv_impl"] == conv.impl_in_use()  # auto: oneDNN on one CPU device
+    assert row["conv_impl"] == conv.resolve_impl("auto")  # auto: oneDNN on one CPU device
     assert row["flops_per_step"] > 1e9  # XLA's convolutions are counted (custom calls are not)
     if report["machine"]["platform"] == "cpu":
         assert row["mfu"] is None  # CPUs have no MFU
@@ -55,7 +55,7 @@ def test_benchmark_times_variants_alongside(monkeypatch):
         steps_per_dispatch=2,
         compare_steps_per_dispatch=(1,),
     )
-    assert row["conv_impl"] == conv.impl_in_use()  # the default ...
+    assert row["conv_impl"] == conv.resolve_impl("auto")  # the default ...
     assert row["steps_per_dispatch"] == 2
     # ... and the same step with each other implementation, and one step per dispatch.
     labels = {"conv_impl=taps", "conv_impl=xla", "steps_per_dispatch=1"}
@@ -94,6 +94,6 @@ def test_conv_layers_benchmark_smoke_run(tmp_path):
     assert len(rows) == 3  # the script also checks that the filter gradients agree
     for row in rows:
         assert row["xla_filter_grad_ms"] > 0 and row["gemm_filter_grad_ms"] > 0
-        if conv.impl_in_use() == "onednn":
+        if conv.resolve_impl("auto") == "onednn":
             assert row["onednn_forward_backward_ms"] > 0
     assert result.stdout.count("| 8, ") == 3

@@ -1,7 +1,8 @@
 """jaxcnn's convolution: oneDNN's and the per-tap formulations (dense filter gradient,
 depthwise convolution) must give XLA's values for every stride, padding and dilation, and run
-where the setting says."""
+where the model says."""
 
+import functools
 import os
 import platform
 import re
@@ -18,7 +19,9 @@ from jax import lax
 
 from jaxcnn import models
 from jaxcnn.errors import UserError
-from jaxcnn.models import conv, onednn
+from jaxcnn.kernels import onednn
+from jaxcnn.models import conv
+from jaxcnn.models.layers import Layers
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 CHANNELS = 6
@@ -29,7 +32,7 @@ def _require(impl: str) -> None:
     """Skip a oneDNN test where oneDNN is not a dependency; elsewhere it must be available."""
     if impl != "onednn":
         return
-    reason = onednn.unavailable_reason()
+    reason = onednn.load()
     if reason and not ONEDNN_IS_A_DEPENDENCY:
         pytest.skip(f"oneDNN is not installed on {sys.platform}/{platform.machine()}: {reason}")
     assert reason is None, reason
@@ -78,10 +81,13 @@ def test_implementations_equal_xla(impl, kind, image, kernel, strides, padding, 
     groups = {"dense": 1, "depthwise": CHANNELS, "grouped": 2}[kind]
     out_channels = {"dense": 4, "depthwise": CHANNELS, "grouped": 4}[kind]
     w = jnp.asarray(rng.normal(size=(*kernel, CHANNELS // groups, out_channels)), jnp.float32)
-    with conv.use_impl(impl):
-        y, dx, dw = _forward_and_grads(
-            conv.conv_general_dilated, x, w, feature_group_count=groups, **kwargs
-        )
+    y, dx, dw = _forward_and_grads(
+        functools.partial(conv.conv_general_dilated, impl=impl),
+        x,
+        w,
+        feature_group_count=groups,
+        **kwargs,
+    )
     y_ref, dx_ref, dw_ref = _forward_and_grads(
         lax.conv_general_dilated, x, w, feature_group_count=groups, **kwargs
     )
@@ -104,8 +110,9 @@ def test_bfloat16_keeps_dtype_and_value(impl, kind):
     else:
         w = jnp.asarray(rng.normal(size=(3, 3, 1, 16)), jnp.bfloat16)
         kwargs["feature_group_count"] = 16
-    with conv.use_impl(impl):
-        results = _forward_and_grads(conv.conv_general_dilated, x, w, **kwargs)
+    results = _forward_and_grads(
+        functools.partial(conv.conv_general_dilated, impl=impl), x, w, **kwargs
+    )
     x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
     references = _forward_and_grads(lax.conv_general_dilated, x32, w32, **kwargs)
     for result, reference in zip(results, references, strict=True):
@@ -114,11 +121,9 @@ def test_bfloat16_keeps_dtype_and_value(impl, kind):
         assert error / jnp.linalg.norm(reference) < 0.03  # bfloat16 rounding, nothing more
 
 
-def _primitives(x, w, **kwargs) -> str:
-    # A new function each time: the setting is read when a function is traced, and JAX caches
-    # traces.
+def _primitives(impl: str, x, w, **kwargs) -> str:
     def apply(x, w):
-        return conv.conv_general_dilated(x, w, (1, 1), "SAME", **kwargs)
+        return conv.conv_general_dilated(x, w, (1, 1), "SAME", impl=impl, **kwargs)
 
     return str(jax.make_jaxpr(apply)(x, w))
 
@@ -131,33 +136,55 @@ def test_which_implementation_runs():
     nchw_x, oihw_w = jnp.ones((2, 4, 8, 8)), jnp.ones((4, 4, 3, 3))
     bf16_x, bf16_w = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
     assert jax.default_backend() == "cpu" and jax.device_count() == 1
-    with conv.use_impl("auto"):  # one CPU device: oneDNN, for every float32 NHWC convolution
-        assert conv.impl_in_use() == "onednn"
-        assert onednn.TARGET in _primitives(x, w, dimension_numbers=NHWC)
-        assert onednn.TARGET in _primitives(x, jnp.ones((3, 3, 1, 4)), **depthwise)
-        assert onednn.TARGET in _primitives(x, jnp.ones((3, 3, 2, 4)), **grouped)
-        bf16 = _primitives(bf16_x, bf16_w, dimension_numbers=NHWC)
-        assert onednn.TARGET not in bf16 and "custom_vjp_call" in bf16  # the taps' gradient
-        assert "custom_vjp" not in _primitives(nchw_x, oihw_w, dimension_numbers=None)
-    with conv.use_impl("taps"):
-        assert conv.impl_in_use() == "taps"
-        dense = _primitives(x, w, dimension_numbers=NHWC)
-        assert "custom_vjp_call" in dense and onednn.TARGET not in dense
-        assert "conv_general_dilated" not in _primitives(x, jnp.ones((3, 3, 1, 4)), **depthwise)
-        assert "custom_vjp" not in _primitives(x, jnp.ones((3, 3, 2, 4)), **grouped)
-    with conv.use_impl("xla"):
-        assert conv.impl_in_use() == "xla"
-        assert "custom_vjp" not in _primitives(x, w, dimension_numbers=NHWC)
-        assert "conv_general_dilated" in _primitives(x, jnp.ones((3, 3, 1, 4)), **depthwise)
-    assert conv.set_impl("auto") == "auto"  # the context managers restored the default
+    assert conv.resolve_impl("auto") == "onednn"  # one CPU device
+    assert conv.resolve_impl("auto", num_devices=2) == "taps"  # the custom call is not sharded
+    # oneDNN: every float32 NHWC convolution.
+    assert onednn.TARGET in _primitives("onednn", x, w, dimension_numbers=NHWC)
+    assert onednn.TARGET in _primitives("onednn", x, jnp.ones((3, 3, 1, 4)), **depthwise)
+    assert onednn.TARGET in _primitives("onednn", x, jnp.ones((3, 3, 2, 4)), **grouped)
+    bf16 = _primitives("onednn", bf16_x, bf16_w, dimension_numbers=NHWC)
+    assert onednn.TARGET not in bf16 and "custom_vjp_call" in bf16  # the taps' gradient
+    assert "custom_vjp" not in _primitives("onednn", nchw_x, oihw_w, dimension_numbers=None)
+    dense = _primitives("taps", x, w, dimension_numbers=NHWC)
+    assert "custom_vjp_call" in dense and onednn.TARGET not in dense
+    taps_depthwise = _primitives("taps", x, jnp.ones((3, 3, 1, 4)), **depthwise)
+    assert "conv_general_dilated" not in taps_depthwise
+    assert "custom_vjp" not in _primitives("taps", x, jnp.ones((3, 3, 2, 4)), **grouped)
+    assert "custom_vjp" not in _primitives("xla", x, w, dimension_numbers=NHWC)
+    assert "conv_general_dilated" in _primitives("xla", x, jnp.ones((3, 3, 1, 4)), **depthwise)
+
+
+def test_two_models_with_different_convolutions_in_one_process():
+    """The implementation is part of each model: no setting is shared, so one function can
+    trace both and each keeps its own."""
+    _require("onednn")
+    with_onednn = models.create("resnet20", 10, depth=8, conv_impl="onednn")
+    with_taps = models.create("resnet20", 10, depth=8, conv_impl="taps")
+    with_xla = models.create("resnet20", 10, depth=8, conv_impl="xla")
+    images = jnp.asarray(np.random.default_rng(4).normal(size=(2, 16, 16, 3)), jnp.float32)
+    variables = with_xla.init(jax.random.key(0), images)
+
+    def logits(model):
+        return jax.jit(lambda v, x: model.apply(v, x))
+
+    jaxprs = {
+        impl: str(jax.make_jaxpr(lambda v, x, m=model: m.apply(v, x))(variables, images))
+        for impl, model in (("onednn", with_onednn), ("taps", with_taps), ("xla", with_xla))
+    }
+    assert onednn.TARGET in jaxprs["onednn"]
+    assert onednn.TARGET not in jaxprs["taps"] and "custom_vjp_call" in jaxprs["taps"]
+    assert onednn.TARGET not in jaxprs["xla"] and "custom_vjp" not in jaxprs["xla"]
+    reference = logits(with_xla)(variables, images)
+    for model in (with_onednn, with_taps):
+        _assert_close(logits(model)(variables, images), reference, tolerance=1e-4)
 
 
 def _impl_in_a_fresh_process(env: dict[str, str]) -> str:
     code = (
         "from jaxcnn.errors import UserError\n"
         "from jaxcnn.models import conv\n"
-        "print(conv.impl_in_use())\n"
-        "try:\n    conv.set_impl('onednn')\nexcept UserError as e:\n    print(e)\n"
+        "print(conv.resolve_impl('auto'))\n"
+        "try:\n    conv.resolve_impl('onednn')\nexcept UserError as e:\n    print(e)\n"
     )
     result = subprocess.run(
         [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
@@ -183,14 +210,34 @@ def test_auto_falls_back_to_taps(tmp_path):
     assert not list(tmp_path.iterdir())  # nothing half-built left behind
 
 
+def test_building_the_kernel_is_explicit_and_says_so_once(tmp_path):
+    """``python -m jaxcnn.kernels`` builds into an empty cache with one line, then finds it."""
+    _require("onednn")
+    env = {**os.environ, "JAXCNN_KERNEL_DIR": str(tmp_path)}
+    command = [sys.executable, "-m", "jaxcnn.kernels"]
+    first = subprocess.run(command, env=env, capture_output=True, text=True)
+    second = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert first.stdout.splitlines() == [
+        f"Building the oneDNN convolution kernel (once per machine) into "
+        f"{next(tmp_path.glob('*.so'))}.",
+        f"oneDNN convolutions: ready (cached in {tmp_path})",
+    ]
+    assert second.stdout.splitlines() == [f"oneDNN convolutions: ready (cached in {tmp_path})"]
+
+
 def test_unknown_implementation_names_the_choices():
     with pytest.raises(UserError, match="unknown conv_impl 'fast'; valid choices: auto, onednn, "):
-        conv.set_impl("fast")
+        conv.resolve_impl("fast")
+    with pytest.raises(ValueError, match="conv_impl must be onednn, taps or xla, not 'auto'"):
+        Layers(conv_impl="auto")  # resolved before a model is built, never while tracing
 
 
-def test_conv_module_matches_flax_conv():
+@pytest.mark.parametrize("impl", ["onednn", "taps", "xla"])
+def test_layers_conv_matches_flax_conv(impl):
+    _require(impl)
     x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 8, 8, 3)), jnp.float32)
-    ours, flax_conv = conv.Conv(4, (3, 3), strides=2), nn.Conv(4, (3, 3), strides=2)
+    ours, flax_conv = Layers(impl).conv(4, (3, 3), strides=2), nn.Conv(4, (3, 3), strides=2)
     params = ours.init(jax.random.key(0), x)
     reference = flax_conv.init(jax.random.key(0), x)
     assert jax.tree.structure(params) == jax.tree.structure(reference)
@@ -200,12 +247,11 @@ def test_conv_module_matches_flax_conv():
 
 def test_depthwise_models_use_taps_or_onednn():
     _require("onednn")
-    model = models.create("mobilenet_v2", num_classes=10)
     images = jnp.ones((1, 32, 32, 3))
     groups, onednn_calls = {}, {}
     for mode in ("onednn", "taps", "xla"):
-        with conv.use_impl(mode):
-            jaxpr = str(jax.make_jaxpr(lambda x: model.init(jax.random.key(0), x))(images))
+        model = models.create("mobilenet_v2", num_classes=10, conv_impl=mode)
+        jaxpr = str(jax.make_jaxpr(lambda x, m=model: m.init(jax.random.key(0), x))(images))
         groups[mode] = {int(g) for g in re.findall(r"feature_group_count=(\d+)", jaxpr)}
         onednn_calls[mode] = jaxpr.count(onednn.TARGET)
     assert groups["onednn"] == set() and onednn_calls["onednn"] == 52  # every convolution
@@ -216,27 +262,29 @@ def test_depthwise_models_use_taps_or_onednn():
 
 def test_resnet_gradients_agree_between_implementations():
     """A whole model's gradient (stem, strided blocks, shortcuts, BatchNorm) is the same."""
-    model = models.create("resnet20", num_classes=10, depth=8)  # one block per stage
     rng = np.random.default_rng(3)
     images = jnp.asarray(rng.normal(size=(4, 16, 16, 3)), jnp.float32)
     labels = jnp.asarray(rng.integers(0, 10, 4))
-    variables = model.init(jax.random.key(0), images, train=False)
+    _require("onednn")
+    models_by_impl = {  # one block per stage
+        mode: models.create("resnet20", num_classes=10, depth=8, conv_impl=mode)
+        for mode in ("onednn", "taps", "xla")
+    }
+    variables = models_by_impl["xla"].init(jax.random.key(0), images, train=False)
 
-    def loss(params):
+    def loss(params, model):
         logits, _ = model.apply(
             {**variables, "params": params}, images, train=True, mutable=["batch_stats"]
         )
         return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
 
-    _require("onednn")
     grads = {}
-    for mode in ("onednn", "taps", "xla"):
-        with conv.use_impl(mode):
-            fresh_loss = lambda params: loss(params)  # noqa: E731  (new: traced anew)
-            jaxpr = str(jax.make_jaxpr(fresh_loss)(variables["params"]))
-            assert ("custom_vjp_call" in jaxpr) == (mode != "xla")
-            assert (onednn.TARGET in jaxpr) == (mode == "onednn")
-            grads[mode] = jax.jit(jax.grad(fresh_loss))(variables["params"])
+    for mode, model in models_by_impl.items():
+        model_loss = functools.partial(loss, model=model)
+        jaxpr = str(jax.make_jaxpr(model_loss)(variables["params"]))
+        assert ("custom_vjp_call" in jaxpr) == (mode != "xla")
+        assert (onednn.TARGET in jaxpr) == (mode == "onednn")
+        grads[mode] = jax.jit(jax.grad(model_loss))(variables["params"])
     flat_xla = jax.tree.leaves(grads["xla"])
     assert len(flat_xla) > 10
     for mode in ("onednn", "taps"):

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from jaxcnn import data
 from jaxcnn.config import base_config
-from jaxcnn.data import datasets, device, pipeline
+from jaxcnn.data import datasets, device_resident, streaming
 from jaxcnn.errors import UserError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -63,7 +64,7 @@ def id_arrays(tmp_path_factory) -> str:
     train = np.stack([_id_image(i) for i in range(NUM_TRAIN)])[..., None]
     test = np.stack([_id_image(i) for i in range(NUM_TEST)])[..., None]
     np.savez(
-        device.array_path(config),
+        device_resident.array_path(config),
         train_image=train,
         train_label=np.arange(NUM_TRAIN, dtype=np.int32) % 2,
         eval_image=test,
@@ -75,11 +76,10 @@ def id_arrays(tmp_path_factory) -> str:
 
 def _train(config, *, batch_size, steps, start_step=0, process_index=0, process_count=1):
     """``steps`` host batches of this process from either pipeline."""
-    module = device if config.pipeline == "device" else pipeline
-    local = batch_size if config.pipeline == "streaming" else batch_size * process_count
+    module = data.pipeline(config)
     batches = module.train_iterator(
         config,
-        batch_size=local,
+        batch_size=batch_size * process_count,
         seed=0,
         start_step=start_step,
         process_index=process_index,
@@ -89,15 +89,15 @@ def _train(config, *, batch_size, steps, start_step=0, process_index=0, process_
 
 
 def _eval_ids(config, *, batch_size, process_index, process_count):
-    module = device if config.pipeline == "device" else pipeline
-    global_size = batch_size * process_count if config.pipeline == "device" else batch_size
-    batches, num_batches = module.eval_iterator(
+    module = data.pipeline(config)
+    split = module.eval_batches(
         config,
-        batch_size=global_size,
+        batch_size=batch_size * process_count,
         process_index=process_index,
         process_count=process_count,
     )
-    batches = list(batches)
+    batches, num_batches = list(split), len(split)
+    assert [b["label"].tolist() for b in split] == [b["label"].tolist() for b in batches]
     assert len(batches) == num_batches
     return [int(i) for b in batches for i in _ids(b["image"])[np.asarray(b["mask"])]]
 
@@ -160,7 +160,7 @@ def test_eval_covers_each_example_once_across_processes(kind, folder, id_arrays)
 def test_image_folder_channels_resize_and_split_slices(folder):
     config = _folder_config(folder, channels=1, train_split="train[:50%]")
     config.image_size = 12
-    info = pipeline.dataset_info(config)
+    info = streaming.dataset_info(config)
     assert info.image_shape == (12, 12, 1)
     assert info.num_classes == 2
     assert info.num_train_examples == NUM_TRAIN // 2
@@ -173,7 +173,7 @@ def test_image_folder_channels_resize_and_split_slices(folder):
 def test_device_pipeline_resizes_and_converts_channels(id_arrays):
     config = _config(name="ids", pipeline="device", array_dir=id_arrays, channels=3)
     config.image_size = 16
-    assert device.dataset_info(config).image_shape == (16, 16, 3)
+    assert device_resident.dataset_info(config).image_shape == (16, 16, 3)
     (batch,) = _train(config, batch_size=4, steps=1)
     assert batch["image"].shape == (4, 16, 16, 3)
     assert batch["image"].dtype == np.float32
@@ -182,13 +182,13 @@ def test_device_pipeline_resizes_and_converts_channels(id_arrays):
 def test_tfds_digits_export_and_device_pipeline_agree_on_eval(tmp_path):
     config = _config(name="digits", data_dir=str(tmp_path / "tfds"), array_dir=str(tmp_path))
     config.update(mean=(), std=())  # the preset's statistics
-    host, _ = pipeline.eval_iterator(config, batch_size=120)
+    host = streaming.eval_batches(config, batch_size=120)
     config.pipeline = "device"
-    on_device, _ = device.eval_iterator(config, batch_size=120)
+    on_device = device_resident.eval_batches(config, batch_size=120)
     for a, b in zip(host, on_device, strict=True):
         np.testing.assert_allclose(a["image"], np.asarray(b["image"]), atol=1e-5)
         np.testing.assert_array_equal(a["label"], np.asarray(b["label"]))
-    assert os.path.exists(device.array_path(config))
+    assert os.path.exists(device_resident.array_path(config))
 
 
 @pytest.mark.skipif(
@@ -196,9 +196,9 @@ def test_tfds_digits_export_and_device_pipeline_agree_on_eval(tmp_path):
     reason="the prepared cifar10_jpeg copy is not at ../shared/datasets",
 )
 def test_cifar10_jpeg_by_preset_and_as_tfds_dir():
-    by_name = pipeline.dataset_info(_config(name="cifar10_jpeg", data_dir=SHARED_DATA_DIR))
+    by_name = streaming.dataset_info(_config(name="cifar10_jpeg", data_dir=SHARED_DATA_DIR))
     path = os.path.join(SHARED_DATA_DIR, "cifar10_jpeg", "1.0.0")
-    by_path = pipeline.dataset_info(_config(name="tfds_dir", path=path))
+    by_path = streaming.dataset_info(_config(name="tfds_dir", path=path))
     assert by_name.num_classes == by_path.num_classes == 10
     assert by_name.num_train_examples == by_path.num_train_examples == 50_000
     assert by_name.image_shape == by_path.image_shape == (32, 32, 3)
@@ -217,7 +217,7 @@ def test_bad_sources_fail_in_one_line(tmp_path, monkeypatch):
     }
     for (name, path), fragments in cases.items():
         with pytest.raises(UserError) as error:
-            pipeline.dataset_info(_config(name=name, path=path, data_dir=empty))
+            streaming.dataset_info(_config(name=name, path=path, data_dir=empty))
         message = str(error.value)
         assert "\n" not in message
         for fragment in fragments:
@@ -232,10 +232,10 @@ def test_bad_fields_fail_in_one_line(folder, id_arrays):
         ({"pipeline": "gpu"}, "streaming"),
     ]:
         with pytest.raises(UserError, match=fragment):
-            pipeline.dataset_info(_folder_config(folder, **fields))
+            streaming.dataset_info(_folder_config(folder, **fields))
     config = _config(name="ids", pipeline="device", array_dir=id_arrays, randaugment_layers=2)
     with pytest.raises(UserError, match="streaming pipeline only"):
-        device.dataset_info(config)
+        device_resident.dataset_info(config)
 
 
 @pytest.mark.timeout(120)
@@ -283,11 +283,11 @@ def test_corrupt_images_in_a_folder_are_named_before_training(tmp_path):
     good = (tmp_path / "train" / "class1" / "1.jpg").read_bytes()
     (tmp_path / "test" / "class1" / "cut.jpg").write_bytes(good[: len(good) // 3])
     with pytest.raises(UserError) as error:
-        pipeline.dataset_info(_folder_config(str(tmp_path)))
+        streaming.dataset_info(_folder_config(str(tmp_path)))
     message = str(error.value)
     assert "\n" not in message and "2 image(s)" in message
     assert "train/class0/empty.jpg" in message and "test/class1/cut.jpg" in message
-    pipeline.dataset_info(_folder_config(str(tmp_path), check_images=False))
+    streaming.dataset_info(_folder_config(str(tmp_path), check_images=False))
     from conftest import run_cli
 
     result = run_cli(

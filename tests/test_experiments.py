@@ -18,12 +18,10 @@ import numpy as np
 import pytest
 
 from jaxcnn import cli, models, sweeps
+from jaxcnn.data import DatasetInfo
 from jaxcnn.data.presets import get_preset
 from jaxcnn.errors import UserError
-from jaxcnn.training.loop import build_model
-from jaxcnn.training.optim import make_optimizer, make_schedule
-from jaxcnn.training.state import init_train_state
-from jaxcnn.training.step import make_train_step
+from jaxcnn.training.setup import build_setup
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXPERIMENTS = sorted(glob.glob(os.path.join(REPO, "experiments", "*.py")))
@@ -33,39 +31,26 @@ _RUN_BELOW_PARAMS = 1_000_000  # smaller models run real steps; larger ones are 
 def _input_spec(config) -> tuple[tuple[int, int, int], int]:
     """(image shape, classes) the config feeds its model, without opening the dataset."""
     preset = get_preset(config.dataset.name)
-    spec = models.get_spec(config.model.name)
-    native = preset.image_shape if preset else spec.input_shape
+    entry = models.get_entry(config.model.name)
+    native = preset.image_shape if preset else entry.input_shape
     size = config.dataset.image_size or native[0]
-    return (size, size, native[2]), preset.num_classes if preset else spec.num_classes
+    return (size, size, native[2]), preset.num_classes if preset else entry.num_classes
 
 
 def _two_train_steps(config):
     """(state before, state after two steps, metrics), or their shapes for large models."""
     image_shape, num_classes = _input_spec(config)
-    model = build_model(config.model, num_classes)
-    schedule = make_schedule(
-        config.schedule,
-        peak=config.optimizer.learning_rate,
-        steps_per_epoch=1,
-        total_steps=1_000,
-    )
-    tx = make_optimizer(config, schedule)
-    step = make_train_step(
-        model,
-        tx,
-        schedule,
-        label_smoothing=config.label_smoothing,
-        aux_loss_weight=config.aux_loss_weight,
-    )
+    # The CLI's own parts, on generated data of the config's shape.
+    info = DatasetInfo(config.dataset.name, num_classes, image_shape, 1_000 * config.batch_size, 0)
+    setup = build_setup(config, info=info)
+    step = setup.train_step()
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(rng.normal(size=(2, *image_shape)), jnp.float32),
         "label": jnp.asarray(rng.integers(0, num_classes, size=(2,)), jnp.int32),
     }
 
-    def init():
-        return init_train_state(model, tx, image_shape, config.seed)
-
+    init = setup.init_fn()
     compiled_step = jax.jit(step)  # traced (and, for small models, compiled) once, run twice
 
     def two_steps(state, batch):

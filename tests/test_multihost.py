@@ -236,7 +236,7 @@ def test_quickstart_on_two_processes_resumes_on_one(tmp_path: Path, digits_data_
     )
     assert "Resuming from the checkpoint at step 4." in console
     assert "1 cpu device(s) in 1 process(es)" in console
-    assert f"parallelism, {conv.impl_in_use()} convolutions," in console  # onednn, if built
+    assert f"parallelism, {conv.resolve_impl('auto')} convolutions," in console  # onednn, if built
     assert restored["eval"]["num_examples"] == trained["eval"]["num_examples"]
     assert restored["eval"]["accuracy"] == trained["eval"]["accuracy"]
     assert restored["eval"]["loss"] == pytest.approx(trained["eval"]["loss"], abs=TOLERANCE)

@@ -43,11 +43,11 @@ def cpu_devices_env(count: int) -> dict[str, str]:
     }
 
 
-def tiny_resnet(bn_axis_name: str | None = None):
+def tiny_resnet(norm_axis_name: str | None = None):
     """ResNet-8 of width 4: BatchNorm in every block, compiled in seconds."""
     from jaxcnn import models
 
-    return models.create("resnet20", NUM_CLASSES, depth=8, width=4, bn_axis_name=bn_axis_name)
+    return models.create("resnet20", NUM_CLASSES, depth=8, width=4, norm_axis_name=norm_axis_name)
 
 
 def initial_state(image_shape):

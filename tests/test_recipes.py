@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from jaxcnn import models
 from jaxcnn.config import base_config
-from jaxcnn.data import augment, device
+from jaxcnn.data import augment, device_resident
 from jaxcnn.errors import UserError
 from jaxcnn.models.airbench import identity_first_init, whitening_kernel
 from jaxcnn.training.checkpoint import Checkpointer
@@ -142,8 +142,8 @@ def test_reflect_filled_crops_agree_between_tensorflow_and_jax():
 
     def jax_crop(key: jax.Array) -> jax.Array:
         crop_key, flip_key = jax.random.split(key)
-        crop = device.random_crop(crop_key, jnp.asarray(image), padding, "reflect")
-        return device.random_flip(flip_key, crop)
+        crop = device_resident.random_crop(crop_key, jnp.asarray(image), padding, "reflect")
+        return device_resident.random_flip(flip_key, crop)
 
     keys = jax.random.split(jax.random.key(0), count)
     jax_images = np.asarray(jax.jit(jax.vmap(jax_crop))(keys))

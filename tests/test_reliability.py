@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jaxcnn.training import loop
+from jaxcnn.training import evaluation, loop
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.loop import train_and_evaluate
 
@@ -118,10 +118,14 @@ def test_the_final_checkpoint_is_saved_before_the_final_evaluation(
     config = quickstart_config(digits_data_dir, num_train_steps=12)
     config.schedule.warmup_epochs = 0.0
 
-    def broken_eval_batches(*args, **kwargs):
-        raise RuntimeError("a corrupt test image")
+    class CorruptSplit:  # fails when read, as a corrupt test image does
+        def __len__(self):
+            return 1
 
-    monkeypatch.setattr(loop.data, "eval_batches", broken_eval_batches)
+        def __iter__(self):
+            raise RuntimeError("a corrupt test image")
+
+    monkeypatch.setattr(evaluation.data, "eval_batches", lambda *args, **kwargs: CorruptSplit())
     with pytest.raises(RuntimeError, match="corrupt test image"):
         train_and_evaluate(config, str(tmp_path))
     assert (tmp_path / "checkpoints" / "12").is_dir()

@@ -16,7 +16,8 @@ import pytest
 from jaxcnn.cli import load_config_file
 from jaxcnn.training import loop
 from jaxcnn.training.checkpoint import Checkpointer
-from jaxcnn.training.loop import build_model, train_and_evaluate
+from jaxcnn.training.loop import train_and_evaluate
+from jaxcnn.training.setup import build_model
 
 from conftest import REPO, SHARED_DATASETS, run_cli
 

@@ -1,36 +1,33 @@
 """Input pipelines: dataset presets and sources, streaming (tf.data) and device-resident batches.
 
-Importing this package does not import TensorFlow: the device-resident pipeline runs without it.
-The streaming pipeline's host iterators (``train_iterator``, ``eval_iterator``) load it on use.
+``interface.py`` declares what both pipelines provide, ``streaming.py`` and
+``device_resident.py`` implement it, and ``batches.py`` chooses one by ``dataset.pipeline`` and
+places its batches on the devices. Importing this package does not import TensorFlow: the
+device-resident pipeline runs without it.
 """
 
 from jaxcnn.data.batches import (
     dataset_info,
     eval_batches,
     first_train_images,
+    pipeline,
     prefetch,
     train_batches,
 )
+from jaxcnn.data.interface import Batch, DatasetInfo, EvalBatches, Pipeline
 from jaxcnn.data.presets import PRESETS, DatasetPreset
-from jaxcnn.data.spec import DatasetInfo
 
 __all__ = [
     "PRESETS",
+    "Batch",
     "DatasetInfo",
     "DatasetPreset",
+    "EvalBatches",
+    "Pipeline",
     "dataset_info",
     "eval_batches",
-    "eval_iterator",
     "first_train_images",
+    "pipeline",
     "prefetch",
     "train_batches",
-    "train_iterator",
 ]
-
-
-def __getattr__(name: str):
-    if name in ("train_iterator", "eval_iterator"):
-        from jaxcnn.data import pipeline
-
-        return getattr(pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -4,7 +4,8 @@ as before.
 
 Images are float32 HWC in [0, 255] except for :func:`random_erasing`, which works on normalised
 images (as it fills with unit-normal noise). The device-resident pipeline implements the same
-distributions in JAX (:mod:`jaxcnn.data.device`); ``tests/test_augment.py`` checks that they agree.
+distributions in JAX (:mod:`jaxcnn.data.device_resident`); ``tests/test_augment.py`` checks
+that they agree.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 from jaxcnn.data.boxes import erase_box
-from jaxcnn.data.spec import AUGMENTS
+from jaxcnn.data.interface import AUGMENTS
 from jaxcnn.errors import unknown_choice
 
 Augment = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]

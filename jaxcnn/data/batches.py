@@ -1,10 +1,11 @@
 """Device batches for the training loop, from either pipeline (``dataset.pipeline``).
 
-``streaming`` (:mod:`jaxcnn.data.pipeline`) decodes and augments with tf.data on the host and
-copies each batch to the devices a few batches ahead; ``device`` (:mod:`jaxcnn.data.device`)
-keeps the dataset in accelerator memory and builds each batch there, needing no TensorFlow.
-Both give the same augmentations, the same stateless per-step order, and mix batches
-(:mod:`jaxcnn.data.mix`) on the device. TensorFlow is imported only for the streaming pipeline.
+``streaming`` (:mod:`jaxcnn.data.streaming`) decodes and augments with tf.data on the host and
+copies each batch to the devices a few batches ahead; ``device``
+(:mod:`jaxcnn.data.device_resident`) keeps the dataset in accelerator memory and builds each
+batch there, needing no TensorFlow. Both are :class:`~jaxcnn.data.interface.Pipeline` modules,
+chosen here and only here. Both give the same augmentations, the same stateless per-step
+order, and mix batches (:mod:`jaxcnn.data.mix`) on the device.
 """
 
 from __future__ import annotations
@@ -18,34 +19,35 @@ import jax
 import ml_collections
 import numpy as np
 
-from jaxcnn.data import device
+from jaxcnn.data import device_resident
+from jaxcnn.data.interface import Batch, DatasetInfo, EvalBatches, Pipeline
 from jaxcnn.data.mix import mix_batch
-from jaxcnn.data.spec import DatasetInfo
 from jaxcnn.errors import UserError
 
-Batch = dict[str, jax.Array]
-ShardBatch = Callable[[dict[str, np.ndarray]], Batch]
+ShardBatch = Callable[[Batch], Batch]  # a process's host batch → the global device batch
 _MIX_STREAM = 2
+
+
+def pipeline(config: ml_collections.ConfigDict) -> Pipeline:
+    """The pipeline module of ``config.pipeline`` (``config.dataset``); TensorFlow is imported
+    only for the streaming one."""
+    if config.pipeline == "device":
+        return device_resident
+    from jaxcnn.data import streaming
+
+    return streaming
 
 
 def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
     """Describe the dataset of ``config`` (``config.dataset``), preparing it if needed."""
-    if config.pipeline == "device":
-        return device.dataset_info(config)
-    from jaxcnn.data import pipeline
-
-    return pipeline.dataset_info(config)
+    return pipeline(config).dataset_info(config)
 
 
 def first_train_images(config: ml_collections.ConfigDict, count: int) -> np.ndarray:
     """The first ``count`` images of the train split in stored order, normalised and not
     augmented, the same in every process: the data of a model's data-dependent initialisation
     (``data_init``, e.g. a whitening layer fitted to image patches)."""
-    if config.pipeline == "device":
-        return device.first_train_images(config, count)
-    from jaxcnn.data import pipeline
-
-    return pipeline.first_train_images(config, count)
+    return pipeline(config).first_train_images(config, count)
 
 
 def prefetch(iterator: Iterator[Any], transform: Callable[[Any], Any], size: int = 2):
@@ -68,10 +70,10 @@ def prefetch(iterator: Iterator[Any], transform: Callable[[Any], Any], size: int
         yield item
 
 
-def _layout(shard_batch: ShardBatch, local_batch_size: int) -> device.BatchLayout:
+def _layout(shard_batch: ShardBatch, local_batch_size: int) -> device_resident.BatchLayout:
     """Where ``shard_batch`` puts a batch: read off a batch of zeros."""
     placed = shard_batch({"label": np.zeros((local_batch_size,), np.int32)})["label"]
-    return device.BatchLayout(leading=placed.shape, sharding=placed.sharding)
+    return device_resident.BatchLayout(leading=placed.shape, sharding=placed.sharding)
 
 
 def _mixer(config: ml_collections.ConfigDict, seed: int, num_classes: int):
@@ -120,60 +122,50 @@ def train_batches(
     start_step: int = 0,
 ) -> Iterator[Batch]:
     """Endless global training batches (``batch_size`` over all processes) from ``start_step``,
-    placed as ``shard_batch`` places a process's numpy batch."""
+    placed as ``shard_batch`` places a process's host batch."""
     process_index, process_count = jax.process_index(), jax.process_count()
-    local_batch_size = batch_size // process_count
-    info = dataset_info(config)
+    options = dict(
+        batch_size=batch_size,
+        seed=seed,
+        start_step=start_step,
+        process_index=process_index,
+        process_count=process_count,
+    )
     if config.pipeline == "device":
-        layout = _layout(shard_batch, local_batch_size)
-        batches = device.train_iterator(
-            config,
-            batch_size=batch_size,
-            seed=seed,
-            start_step=start_step,
-            process_index=process_index,
-            process_count=process_count,
-            layout=layout,
-        )
+        layout = _layout(shard_batch, batch_size // process_count)
+        batches = device_resident.train_iterator(config, layout=layout, **options)
     else:
-        from jaxcnn.data import pipeline
-
-        local = pipeline.train_iterator(
-            config,
-            batch_size=local_batch_size,
-            seed=seed,
-            start_step=start_step,
-            process_index=process_index,
-            process_count=process_count,
-        )
-        batches = prefetch(local, shard_batch)
-    mix = _mixer(config, seed, info.num_classes)
+        batches = prefetch(pipeline(config).train_iterator(config, **options), shard_batch)
+    mix = _mixer(config, seed, dataset_info(config).num_classes)
     if mix is None:
         return batches
     return (mix(batch, step) for step, batch in enumerate(batches, start_step))
 
 
+class _PrefetchedEval:
+    """Host eval batches copied to the devices a few batches ahead, on every pass."""
+
+    def __init__(self, split: EvalBatches, shard_batch: ShardBatch) -> None:
+        self._split, self._shard_batch = split, shard_batch
+
+    def __len__(self) -> int:
+        return len(self._split)
+
+    def __iter__(self) -> Iterator[Batch]:
+        return prefetch(iter(self._split), self._shard_batch)
+
+
 def eval_batches(
     config: ml_collections.ConfigDict, *, batch_size: int, shard_batch: ShardBatch
-) -> Iterator[Batch]:
-    """One pass of padded global eval batches with a ``mask`` (False on padding)."""
-    process_index, process_count = jax.process_index(), jax.process_count()
-    local_batch_size = batch_size // process_count
-    if config.pipeline == "device":
-        batches, _ = device.eval_iterator(
-            config,
-            batch_size=batch_size,
-            process_index=process_index,
-            process_count=process_count,
-            layout=_layout(shard_batch, local_batch_size),
-        )
-        return batches
-    from jaxcnn.data import pipeline
-
-    local, _ = pipeline.eval_iterator(
-        config,
-        batch_size=local_batch_size,
-        process_index=process_index,
-        process_count=process_count,
+) -> EvalBatches:
+    """The eval split of ``config``, opened once: each iteration is one pass of padded global
+    eval batches with a ``mask`` (False on padding), placed as ``shard_batch`` places them."""
+    options = dict(
+        batch_size=batch_size,
+        process_index=jax.process_index(),
+        process_count=jax.process_count(),
     )
-    return prefetch(local, shard_batch)
+    if config.pipeline == "device":
+        layout = _layout(shard_batch, batch_size // jax.process_count())
+        return device_resident.eval_batches(config, layout=layout, **options)
+    return _PrefetchedEval(pipeline(config).eval_batches(config, **options), shard_batch)

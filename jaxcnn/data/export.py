@@ -2,7 +2,8 @@
 
 Run it where TensorFlow is installed (it reads the dataset with tfds); it prints the path of the
 ``.npz`` file, which a machine without TensorFlow then finds under the same
-``dataset.array_dir`` (see :mod:`jaxcnn.data.device`). Config overrides work as in training.
+``dataset.array_dir`` (see :mod:`jaxcnn.data.device_resident`). Config overrides work as in
+training.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ flags.mark_flags_as_required(["config"])
 def main(argv: list[str]) -> None:
     if len(argv) > 1:
         cli.fail(f"unexpected arguments: {' '.join(argv[1:])}")
-    from jaxcnn.data.device import array_path
-    from jaxcnn.data.pipeline import export_arrays
+    from jaxcnn.data.device_resident import array_path
+    from jaxcnn.data.streaming import export_arrays
 
     path = array_path(_CONFIG.value.dataset)
     export_arrays(_CONFIG.value.dataset, path)

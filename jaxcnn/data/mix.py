@@ -12,7 +12,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-Batch = dict[str, jax.Array]
+from jaxcnn.data.interface import Batch
 
 
 def _cutmix_weights(key: jax.Array, lam: jax.Array, height: int, width: int) -> jax.Array:

@@ -19,6 +19,6 @@ from jaxcnn.models import (  # noqa: F401
     vgg,
     vit,
 )
-from jaxcnn.models.registry import ModelSpec, create, get_spec, list_models, register
+from jaxcnn.models.registry import ModelEntry, create, get_entry, list_models, register
 
-__all__ = ["ModelSpec", "create", "get_spec", "list_models", "register"]
+__all__ = ["ModelEntry", "create", "get_entry", "list_models", "register"]

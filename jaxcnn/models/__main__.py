@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from jaxcnn.errors import UserError
-from jaxcnn.models import get_spec, list_models
+from jaxcnn.models import get_entry, list_models
 from jaxcnn.models.stats import cached_model_stats, layer_table
 
 
@@ -35,7 +35,7 @@ def _print_summary(name: str) -> None:
     print(f"{'layer':<{width}}  {'output shape':<20}  {'parameters':>12}")
     for path, shape, params in rows[1:]:
         print(f"{path:<{width}}  {str(shape):<20}  {params:>12,}")
-    print(f"total parameters of {name} at input {get_spec(name).input_shape}: {rows[0][2]:,}")
+    print(f"total parameters of {name} at input {get_entry(name).input_shape}: {rows[0][2]:,}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,9 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.summary:
-            _print_summary(get_spec(args.summary).name)
+            _print_summary(get_entry(args.summary).name)
         else:
-            _print_listing([get_spec(n).name for n in args.names] or list_models())
+            _print_listing([get_entry(n).name for n in args.names] or list_models())
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

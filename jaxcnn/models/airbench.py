@@ -22,8 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.models.conv import Conv
-from jaxcnn.models.layers import batch_norm
+from jaxcnn.models.layers import Layers
 from jaxcnn.models.registry import register
 
 
@@ -77,26 +76,25 @@ class ConvGroup(nn.Module):
     bn_epsilon: float = 1e-12
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
 
         def norm(name: str) -> Callable[[jax.Array], jax.Array]:
-            return batch_norm(
+            return self.layers.batch_norm(
                 self.dtype,
                 use_running_average=not train,
                 use_scale=False,
                 momentum=self.bn_momentum,
                 epsilon=self.bn_epsilon,
-                axis_name=self.bn_axis_name,
                 param_dtype=self.param_dtype,
                 name=name,
             )
 
-        def conv(name: str) -> Conv:
-            return Conv(
+        def conv(name: str) -> nn.Conv:
+            return self.layers.conv(
                 self.features,
                 (3, 3),
                 padding=1,
@@ -125,13 +123,13 @@ class AirBench(nn.Module):
     data_init_examples: int = 5000  # training images that data_init fits the whitening to
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         size = self.whiten_size
-        x = Conv(
+        x = self.layers.conv(
             2 * size * size * x.shape[-1],
             (size, size),
             padding="VALID",
@@ -145,7 +143,7 @@ class AirBench(nn.Module):
                 width,
                 self.bn_momentum,
                 self.bn_epsilon,
-                bn_axis_name=self.bn_axis_name,
+                layers=self.layers,
                 name=f"group{i + 1}",
                 **kw,
             )(x, train)

@@ -15,8 +15,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.conv import Conv
-from jaxcnn.models.layers import adaptive_avg_pool
+from jaxcnn.models.layers import Layers, adaptive_avg_pool
 from jaxcnn.models.registry import register
 
 
@@ -28,6 +27,7 @@ class AlexNet(nn.Module):
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -36,13 +36,13 @@ class AlexNet(nn.Module):
         def pool(x: jnp.ndarray) -> jnp.ndarray:
             return nn.max_pool(x, (3, 3), strides=(2, 2))
 
-        x = nn.relu(Conv(64, (11, 11), (4, 4), padding=2, name="conv1", **kw)(x))
+        x = nn.relu(self.layers.conv(64, (11, 11), (4, 4), padding=2, name="conv1", **kw)(x))
         x = pool(x)
-        x = nn.relu(Conv(192, (5, 5), padding=2, name="conv2", **kw)(x))
+        x = nn.relu(self.layers.conv(192, (5, 5), padding=2, name="conv2", **kw)(x))
         x = pool(x)
-        x = nn.relu(Conv(384, (3, 3), padding=1, name="conv3", **kw)(x))
-        x = nn.relu(Conv(256, (3, 3), padding=1, name="conv4", **kw)(x))
-        x = nn.relu(Conv(256, (3, 3), padding=1, name="conv5", **kw)(x))
+        x = nn.relu(self.layers.conv(384, (3, 3), padding=1, name="conv3", **kw)(x))
+        x = nn.relu(self.layers.conv(256, (3, 3), padding=1, name="conv4", **kw)(x))
+        x = nn.relu(self.layers.conv(256, (3, 3), padding=1, name="conv5", **kw)(x))
         x = adaptive_avg_pool(pool(x), (6, 6))
         x = x.reshape((x.shape[0], -1))
         for i in (1, 2):

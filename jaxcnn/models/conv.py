@@ -2,8 +2,8 @@
 or reformulated where XLA:CPU is slow.
 
 XLA:CPU's convolution kernels are slow next to oneDNN, PyTorch's CPU library (BENCHMARKS.md,
-"Where a convolution's time goes"). The fastest way out is to call oneDNN
-(``"onednn"``, see ``onednn.py``): forward, input gradient and kernel gradient of float32
+"Where a convolution's time goes"). The fastest way out is to call oneDNN (``"onednn"``, see
+``jaxcnn/kernels/onednn.py``): forward, input gradient and kernel gradient of float32
 convolutions, dense, grouped and depthwise. Where oneDNN cannot run (no compiler, other
 dtypes), two parts of a convolution's training step run far below the machine's speed on XLA:CPU
 (BENCHMARKS.md, "Where a convolution's time goes"):
@@ -20,77 +20,57 @@ dtypes), two parts of a convolution's training step run far below the machine's 
   each scaled by its kernel row: element-wise work that XLA fuses into one loop, and whose
   gradients JAX derives as the same kind of loops.
 
-Both give the same values as XLA's own convolution (to float rounding). ``Conv`` is
-``flax.linen.Conv`` using this function, with the same parameters and names.
+Both give the same values as XLA's own convolution (to float rounding). Models use this function
+as their ``flax.linen.Conv``'s ``conv_general_dilated`` (``Layers.conv`` in ``layers.py``), with
+flax's own parameters and names.
 
-Which implementation runs is a process-wide setting read when a function is traced:
-``"auto"`` (default), ``"onednn"``, ``"taps"`` or ``"xla"``. ``"auto"`` is ``"onednn"`` on a
+Which implementation runs is part of the model, chosen when it is built (the ``conv_impl`` of
+its ``Layers``, see ``layers.py``): ``"onednn"``, ``"taps"`` or ``"xla"``, or ``"auto"``,
+resolved once by :func:`resolve_impl` for the devices the model will run on: ``"onednn"`` on a
 single CPU device where oneDNN is available, ``"taps"`` on other CPU set-ups (the custom call
 is not partitioned over devices: XLA would gather each convolution's operands onto every
-device), and ``"xla"`` on GPU and TPU, where cuDNN and TPU convolutions need no help. Under
-``"onednn"``, convolutions that are not float32 take the ``"taps"`` path. Training runs set it
-from the config field ``conv_impl``. Input dilation and layouts other than NHWC/HWIO always use
-XLA's, as do grouped convolutions other than depthwise outside oneDNN. The oneDNN call and the
-dense filter gradient are ``jax.custom_vjp`` functions, which support reverse mode only: set
-``"xla"`` to take forward-mode derivatives (``jax.jvp``).
+device), and ``"xla"`` on GPU and TPU, where cuDNN and TPU convolutions need no help. Two models
+with different implementations can live in one process. Under ``"onednn"``, convolutions that
+are not float32 take the ``"taps"`` path. Input dilation and layouts other than NHWC/HWIO
+always use XLA's, as do grouped convolutions other than depthwise outside oneDNN. The oneDNN
+call and the dense filter gradient are ``jax.custom_vjp`` functions, which support reverse mode
+only: build with ``"xla"`` to take forward-mode derivatives (``jax.jvp``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Iterator, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
 from jaxcnn.errors import UserError, unknown_choice
-from jaxcnn.models import onednn
+from jaxcnn.kernels import onednn
 
 IMPL_CHOICES = ("auto", "onednn", "taps", "xla")
 _NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
-_impl = "auto"
 
 
-def check_impl(impl: str) -> None:
-    """Raise a ``UserError`` unless convolution implementation ``impl`` can run here."""
+def resolve_impl(impl: str, num_devices: int | None = None) -> str:
+    """The implementation ``"onednn"``, ``"taps"`` or ``"xla"`` that ``impl`` selects for a
+    model running on ``num_devices`` devices (default: all of them); builds the oneDNN kernel
+    where it is chosen. A ``UserError`` for an unknown name, or ``"onednn"`` where it cannot run.
+    """
     if impl not in IMPL_CHOICES:
         raise unknown_choice("conv_impl", impl, IMPL_CHOICES)
+    backend = jax.default_backend()
     if impl == "onednn":
-        if jax.default_backend() != "cpu":
-            raise UserError(f"conv_impl 'onednn' runs on CPU only, not {jax.default_backend()}")
-        if reason := onednn.unavailable_reason():
+        if backend != "cpu":
+            raise UserError(f"conv_impl 'onednn' runs on CPU only, not {backend}")
+        if reason := onednn.load():
             raise UserError(f"conv_impl 'onednn' is unavailable here: {reason}")
-
-
-def set_impl(impl: str) -> str:
-    """Choose the convolution implementation for functions traced from now on; returns the old
-    one. A function JAX has already traced (and cached) keeps the one it was traced with."""
-    global _impl
-    check_impl(impl)
-    previous, _impl = _impl, impl
-    return previous
-
-
-@contextlib.contextmanager
-def use_impl(impl: str) -> Iterator[None]:
-    """Use convolution implementation ``impl`` inside the ``with`` block."""
-    previous = set_impl(impl)
-    try:
-        yield
-    finally:
-        set_impl(previous)
-
-
-def impl_in_use() -> str:
-    """``"onednn"``, ``"taps"`` or ``"xla"``: what the setting selects on this machine."""
-    if _impl != "auto":
-        return _impl
-    if jax.default_backend() != "cpu":
+    if impl != "auto":
+        return impl
+    if backend != "cpu":
         return "xla"
-    if jax.device_count() == 1 and onednn.unavailable_reason() is None:
+    if (num_devices or jax.device_count()) == 1 and onednn.load() is None:
         return "onednn"
     return "taps"
 
@@ -188,9 +168,12 @@ def conv_general_dilated(
     batch_group_count: int = 1,
     precision: lax.PrecisionLike = None,
     preferred_element_type: jnp.dtype | None = None,
+    *,
+    impl: str = "xla",
 ) -> jax.Array:
-    """``lax.conv_general_dilated`` (same arguments and result) in the configured
-    implementation; see the module docstring for which convolutions it reformulates."""
+    """``lax.conv_general_dilated`` (same arguments and result) computed by ``impl``
+    (``"onednn"``, ``"taps"`` or ``"xla"``; see the module docstring for which convolutions it
+    reformulates)."""
     conv = functools.partial(
         lax.conv_general_dilated,
         window_strides=window_strides,
@@ -203,7 +186,6 @@ def conv_general_dilated(
         precision=precision,
         preferred_element_type=preferred_element_type,
     )
-    impl = impl_in_use()
     if (
         impl == "xla"
         or lhs.ndim != 4
@@ -245,10 +227,3 @@ def conv_general_dilated(
 
     conv_with_gemm_grad.defvjp(forward, backward)
     return conv_with_gemm_grad(lhs, rhs)
-
-
-class Conv(nn.Conv):
-    """``flax.linen.Conv`` computed by :func:`conv_general_dilated` (same fields, parameters
-    and parameter names as ``nn.Conv``)."""
-
-    conv_general_dilated: nn.linear.ConvGeneralDilatedT | None = conv_general_dilated

@@ -18,8 +18,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.conv import Conv
-from jaxcnn.models.layers import DropPath
+from jaxcnn.models.layers import DropPath, Layers
 from jaxcnn.models.registry import register
 
 _init = nn.initializers.truncated_normal(0.02)
@@ -32,12 +31,13 @@ class ConvNeXtBlock(nn.Module):
     layer_scale_init: float = 1e-6
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         dim = x.shape[-1]
-        y = Conv(
+        y = self.layers.conv(
             dim, (7, 7), padding=3, feature_group_count=dim, kernel_init=_init, name="dwconv", **kw
         )(x)
         y = nn.LayerNorm(epsilon=1e-6, name="norm", **kw)(y)
@@ -58,6 +58,7 @@ class ConvNeXt(nn.Module):
     stochastic_depth_rate: float = 0.1
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -66,17 +67,22 @@ class ConvNeXt(nn.Module):
         block_id = 0
         for s, (depth, dim) in enumerate(zip(self.depths, self.dims, strict=True)):
             if s == 0:
-                x = Conv(dim, (4, 4), 4, padding=0, kernel_init=_init, name="stem", **kw)(x)
+                x = self.layers.conv(
+                    dim, (4, 4), 4, padding=0, kernel_init=_init, name="stem", **kw
+                )(x)
                 x = nn.LayerNorm(epsilon=1e-6, name="stem_norm", **kw)(x)
             else:
                 x = nn.LayerNorm(epsilon=1e-6, name=f"downsample{s}_norm", **kw)(x)
-                down = Conv(
+                down = self.layers.conv(
                     dim, (2, 2), 2, padding=0, kernel_init=_init, name=f"downsample{s}", **kw
                 )
                 x = down(x)
             for b in range(depth):
                 rate = self.stochastic_depth_rate * block_id / max(1, total - 1)
-                x = ConvNeXtBlock(rate, name=f"stage{s + 1}_block{b + 1}", **kw)(x, train)
+                block = ConvNeXtBlock(
+                    rate, layers=self.layers, name=f"stage{s + 1}_block{b + 1}", **kw
+                )
+                x = block(x, train)
                 block_id += 1
         x = nn.LayerNorm(epsilon=1e-6, name="head_norm", **kw)(jnp.mean(x, axis=(1, 2)))
         x = nn.Dense(self.num_classes, kernel_init=_init, name="head", **kw)(x)

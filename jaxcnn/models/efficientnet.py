@@ -24,8 +24,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.conv import Conv
-from jaxcnn.models.layers import ConvBNAct, DropPath, make_divisible
+from jaxcnn.models.layers import ConvBNAct, DropPath, Layers, make_divisible
 from jaxcnn.models.registry import register
 
 # B0 stages: (expansion, kernel, stride, output channels, blocks).
@@ -68,13 +67,13 @@ class MBConv(nn.Module):
     bn_momentum: float = 0.99
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         bn_kw = dict(
-            bn_axis_name=self.bn_axis_name,
+            layers=self.layers,
             bn_epsilon=self.bn_epsilon,
             bn_momentum=self.bn_momentum,
             **kw,
@@ -88,8 +87,10 @@ class MBConv(nn.Module):
             expanded, self.kernel, self.strides, groups=expanded, name="depthwise", **bn_kw
         )(x, train)
         squeezed = jnp.mean(x, axis=(1, 2), keepdims=True)
-        squeezed = nn.silu(Conv(max(1, channels // 4), (1, 1), name="se_reduce", **kw)(squeezed))
-        x = x * nn.sigmoid(Conv(expanded, (1, 1), name="se_expand", **kw)(squeezed))
+        squeezed = nn.silu(
+            self.layers.conv(max(1, channels // 4), (1, 1), name="se_reduce", **kw)(squeezed)
+        )
+        x = x * nn.sigmoid(self.layers.conv(expanded, (1, 1), name="se_expand", **kw)(squeezed))
         x = _ConvBNSiLU(self.filters, activation=None, name="project", **bn_kw)(x, train)
         if self.strides == 1 and channels == self.filters:
             x = inputs + DropPath(self.drop_path_rate)(x, deterministic=not train)
@@ -112,14 +113,14 @@ class EfficientNet(nn.Module):
     bn_momentum: float = 0.99
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         kw = dict(
             dtype=self.dtype,
             param_dtype=self.param_dtype,
-            bn_axis_name=self.bn_axis_name,
+            layers=self.layers,
             bn_epsilon=self.bn_epsilon,
             bn_momentum=self.bn_momentum,
         )

@@ -21,7 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import ConvBNAct, adaptive_avg_pool, max_pool_ceil
+from jaxcnn.models.layers import ConvBNAct, Layers, adaptive_avg_pool, max_pool_ceil
 from jaxcnn.models.registry import register
 
 # (1×1, 3×3 reduce, 3×3, "5×5" reduce, "5×5", pool projection) filters of each module.
@@ -49,13 +49,11 @@ class Inception(nn.Module):
     filters: tuple[int, int, int, int, int, int]
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        conv = partial(
-            ConvBN, dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name
-        )
+        conv = partial(ConvBN, dtype=self.dtype, param_dtype=self.param_dtype, layers=self.layers)
         f1, f3r, f3, f5r, f5, fp = self.filters
         b1 = conv(f1, 1, name="branch1")(x, train)
         b2 = conv(f3, 3, name="branch2_3x3")(conv(f3r, 1, name="branch2_reduce")(x, train), train)
@@ -70,13 +68,13 @@ class InceptionAux(nn.Module):
     num_classes: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
         x = adaptive_avg_pool(x, (4, 4))
-        x = ConvBN(128, 1, bn_axis_name=self.bn_axis_name, name="conv", **kw)(x, train)
+        x = ConvBN(128, 1, layers=self.layers, name="conv", **kw)(x, train)
         x = nn.relu(nn.Dense(1024, name="fc1", **kw)(x.reshape((x.shape[0], -1))))
         x = nn.Dropout(0.7, deterministic=not train)(x)
         return nn.Dense(self.num_classes, name="fc2", **kw)(x).astype(jnp.float32)
@@ -90,11 +88,11 @@ class GoogLeNet(nn.Module):
     dropout_rate: float = 0.2
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, layers=self.layers)
         x = ConvBN(64, 7, 2, name="conv1", **kw)(x, train)
         x = max_pool_ceil(x, 3, 2)
         x = ConvBN(64, 1, name="conv2", **kw)(x, train)

@@ -1,13 +1,17 @@
 """Small building blocks shared by several model families.
 
-Pooling with PyTorch semantics (adaptive average pooling, ``ceil_mode`` max pooling), the
-channel-rounding rule of the MobileNet/EfficientNet family, stochastic depth, the
-initializer the reference implementations use for convolutions, and the conv → BatchNorm →
-activation unit of GoogLeNet, MobileNetV2 and EfficientNet.
+``Layers``, the convolution and BatchNorm factory every family builds with (how they compute is
+decided when the model is built, not by a process-wide switch); pooling with PyTorch semantics
+(adaptive average pooling, ``ceil_mode`` max pooling); the channel-rounding rule of the
+MobileNet/EfficientNet family; stochastic depth; the initializer the reference implementations
+use for convolutions; and the conv → BatchNorm → activation unit of GoogLeNet, MobileNetV2 and
+EfficientNet.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
 from collections.abc import Callable
 from typing import Any
@@ -16,7 +20,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.conv import Conv
+from jaxcnn.models import conv
 
 # He (Kaiming) normal initialisation with fan-out, as torchvision initialises conv kernels.
 conv_kernel_init = nn.initializers.variance_scaling(2.0, "fan_out", "normal")
@@ -69,15 +73,48 @@ def max_pool_ceil(x: jnp.ndarray, size: int, stride: int, padding: int = 0) -> j
     return nn.max_pool(x, (size, size), strides=(stride, stride), padding=pads)
 
 
-def batch_norm(dtype: Any, **fields: Any) -> Callable[[jax.Array], jax.Array]:
-    """``nn.BatchNorm(**fields)`` that normalises in float32 and returns ``dtype``.
+@dataclasses.dataclass(frozen=True)
+class Layers:
+    """How a model's convolutions and BatchNorms compute, fixed when the model is built.
 
-    Mixed precision keeps BatchNorm's arithmetic in float32 (as Keras's mixed-precision policy
-    does): its statistics are float32 anyway, and XLA:CPU in JAX 0.12 miscompiles bfloat16
-    BatchNorm inside a ResNet (NaN logits, from its bfloat16 float-normalization pass).
+    Every family has a ``layers: Layers`` field, passes it to its blocks, and builds its
+    convolutions with :meth:`conv` and its BatchNorms with :meth:`batch_norm`. So two models in
+    one process can compute differently, and no family knows about devices:
+
+    - ``conv_impl``: ``"onednn"``, ``"taps"`` or ``"xla"`` (``conv.py``); ``models.create``
+      resolves ``"auto"`` for the devices in use.
+    - ``norm_axis_name``: the mapped device axis that BatchNorm averages its batch statistics
+      over under ``pmap`` (None under ``jit``, whose batch is one global array).
+
+    The defaults (XLA's convolutions, per-batch statistics) are what a module built directly
+    (``ResNet(...)``) gets.
     """
-    norm = nn.BatchNorm(dtype=jnp.float32, **fields)
-    return lambda x: norm(x).astype(dtype)
+
+    conv_impl: str = "xla"
+    norm_axis_name: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.conv_impl not in conv.IMPL_CHOICES[1:]:  # "auto" is resolved before this
+            raise ValueError(
+                f"Layers.conv_impl must be onednn, taps or xla, not {self.conv_impl!r}"
+            )
+
+    def conv(self, *args: Any, **fields: Any) -> nn.Conv:
+        """``nn.Conv(*args, **fields)`` (same parameters and names) computed by ``conv_impl``."""
+        compute = functools.partial(conv.conv_general_dilated, impl=self.conv_impl)
+        return nn.Conv(*args, conv_general_dilated=compute, **fields)
+
+    def batch_norm(self, dtype: Any, **fields: Any) -> Callable[[jax.Array], jax.Array]:
+        """``nn.BatchNorm(**fields)`` over ``norm_axis_name`` that normalises in float32 and
+        returns ``dtype``.
+
+        Mixed precision keeps BatchNorm's arithmetic in float32 (as Keras's mixed-precision
+        policy does): its statistics are float32 anyway, and XLA:CPU in JAX 0.12 miscompiles
+        bfloat16 BatchNorm inside a ResNet (NaN logits, from its bfloat16 float-normalization
+        pass).
+        """
+        norm = nn.BatchNorm(dtype=jnp.float32, axis_name=self.norm_axis_name, **fields)
+        return lambda x: norm(x).astype(dtype)
 
 
 class DropPath(nn.Module):
@@ -112,12 +149,12 @@ class ConvBNAct(nn.Module):
     kernel_init: Callable = conv_kernel_init
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = Conv(
+        x = self.layers.conv(
             self.filters,
             (self.kernel, self.kernel),
             self.strides,
@@ -128,12 +165,11 @@ class ConvBNAct(nn.Module):
             name="conv",
             **kw,
         )(x)
-        x = batch_norm(
+        x = self.layers.batch_norm(
             self.dtype,
             use_running_average=not train,
             momentum=self.bn_momentum,
             epsilon=self.bn_epsilon,
-            axis_name=self.bn_axis_name,
             param_dtype=self.param_dtype,
             name="bn",
         )(x)

@@ -14,7 +14,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.conv import Conv
+from jaxcnn.models.layers import Layers
 from jaxcnn.models.registry import register
 
 _ACTIVATIONS = {"tanh": nn.tanh, "relu": nn.relu}
@@ -25,14 +25,15 @@ class LeNet5(nn.Module):
     activation: str = "tanh"
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         act = _ACTIVATIONS[self.activation]
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype)
-        x = act(Conv(6, (5, 5), padding="VALID", name="c1", **kw)(x))
+        x = act(self.layers.conv(6, (5, 5), padding="VALID", name="c1", **kw)(x))
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
-        x = act(Conv(16, (5, 5), padding="VALID", name="c3", **kw)(x))
+        x = act(self.layers.conv(16, (5, 5), padding="VALID", name="c3", **kw)(x))
         x = nn.avg_pool(x, (2, 2), strides=(2, 2))
         x = x.reshape((x.shape[0], -1))
         x = act(nn.Dense(120, name="c5", **kw)(x))

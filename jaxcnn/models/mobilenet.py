@@ -16,7 +16,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import ConvBNAct, make_divisible
+from jaxcnn.models.layers import ConvBNAct, Layers, make_divisible
 from jaxcnn.models.registry import register
 
 # (expansion t, output channels c, blocks n, first stride s), as in Table 2 of the paper.
@@ -43,11 +43,11 @@ class InvertedResidual(nn.Module):
     expansion: int
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, layers=self.layers)
         channels = x.shape[-1]
         hidden = round(channels * self.expansion)
         y = x
@@ -66,11 +66,11 @@ class MobileNetV2(nn.Module):
     dropout_rate: float = 0.2
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, bn_axis_name=self.bn_axis_name)
+        kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, layers=self.layers)
         x = ConvBNReLU6(make_divisible(32 * self.width_mult), 3, 2, name="stem", **kw)(x, train)
         for s, (expansion, filters, blocks, stride) in enumerate(STAGES):
             for b in range(blocks):

@@ -1,8 +1,9 @@
 """Find models by name: ``create('resnet20', num_classes=10)``, ``list_models()``.
 
 Every registered model is a Flax Linen module with the same constructor contract:
-``num_classes``, ``dtype`` (computation) and ``param_dtype`` (parameters), plus family-specific
-fields; its ``__call__(x, train=False)`` takes NHWC images and returns logits.
+``num_classes``, ``dtype`` (computation), ``param_dtype`` (parameters) and ``layers`` (how its
+convolutions and BatchNorms compute, ``layers.Layers``), plus family-specific fields; its
+``__call__(x, train=False)`` takes NHWC images and returns logits.
 """
 
 from __future__ import annotations
@@ -14,10 +15,12 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from jaxcnn.errors import UserError, unknown_choice
+from jaxcnn.models.conv import resolve_impl
+from jaxcnn.models.layers import Layers
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
+class ModelEntry:
     """How to build one named model and the input it was designed for."""
 
     name: str
@@ -28,7 +31,7 @@ class ModelSpec:
     defaults: dict[str, Any]  # constructor fields fixed by this variant
 
 
-_MODELS: dict[str, ModelSpec] = {}
+_MODELS: dict[str, ModelEntry] = {}
 
 
 def register(
@@ -43,7 +46,7 @@ def register(
     """Register ``module`` under ``name`` with variant fields ``defaults``."""
     if name in _MODELS:
         raise ValueError(f"model {name!r} is registered twice")
-    _MODELS[name] = ModelSpec(name, module, family, input_shape, num_classes, defaults)
+    _MODELS[name] = ModelEntry(name, module, family, input_shape, num_classes, defaults)
 
 
 def list_models(family: str | None = None) -> list[str]:
@@ -51,7 +54,7 @@ def list_models(family: str | None = None) -> list[str]:
     return sorted(n for n, s in _MODELS.items() if family is None or s.family == family)
 
 
-def get_spec(name: str) -> ModelSpec:
+def get_entry(name: str) -> ModelEntry:
     """The registration of ``name``; a :class:`UserError` naming the choices if unknown."""
     try:
         return _MODELS[name]
@@ -65,6 +68,8 @@ def create(
     *,
     dtype: Any = jnp.float32,
     param_dtype: Any = jnp.float32,
+    conv_impl: str = "auto",
+    norm_axis_name: str | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build the model registered as ``name``.
@@ -74,19 +79,24 @@ def create(
       num_classes: size of the classifier head; the reference head size if None.
       dtype: computation dtype (e.g. ``jnp.bfloat16`` for mixed precision).
       param_dtype: parameter dtype (keep float32 for training).
+      conv_impl: how its convolutions compute (``conv.IMPL_CHOICES``); ``"auto"`` picks the
+        fastest for all devices of this process's platform (``conv.resolve_impl``).
+      norm_axis_name: the ``pmap`` axis BatchNorm averages its statistics over (None: none).
       **overrides: other constructor fields of the module (e.g. ``dropout_rate``).
     """
-    spec = get_spec(name)
-    fields = {f.name for f in dataclasses.fields(spec.module) if f.init} - {"parent", "name"}
+    entry = get_entry(name)
+    fields = {f.name for f in dataclasses.fields(entry.module) if f.init} - {"parent", "name"}
     unknown = set(overrides) - fields
     if unknown:
         raise UserError(
             f"model {name!r} has no field {sorted(unknown)[0]!r}; valid fields: "
-            + ", ".join(sorted(fields - {"num_classes", "dtype", "param_dtype"}))
+            + ", ".join(sorted(fields - {"num_classes", "dtype", "param_dtype", "layers"}))
         )
-    kwargs = {**spec.defaults, **overrides}
-    return spec.module(
-        num_classes=spec.num_classes if num_classes is None else num_classes,
+    kwargs = {**entry.defaults, **overrides}
+    if "layers" in fields:
+        kwargs["layers"] = Layers(resolve_impl(conv_impl), norm_axis_name)
+    return entry.module(
+        num_classes=entry.num_classes if num_classes is None else num_classes,
         dtype=dtype,
         param_dtype=param_dtype,
         **kwargs,

@@ -32,21 +32,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models.conv import Conv
-from jaxcnn.models.layers import batch_norm, conv_kernel_init
+from jaxcnn.models.layers import Layers, conv_kernel_init
 from jaxcnn.models.registry import register
 
 
-class _Layers:
-    """Convolution and BatchNorm factories with a block's dtypes and BatchNorm axis name."""
+class _Makers:
+    """The block's ``Layers`` with its dtypes, initialisation and train flag bound."""
 
     def __init__(self, module: nn.Module, train: bool) -> None:
         self.module = module
         self.train = train
 
-    def conv(self, filters: int, kernel: int, strides: int, name: str) -> Conv:
+    def conv(self, filters: int, kernel: int, strides: int, name: str) -> nn.Conv:
         m = self.module
-        return Conv(
+        return m.layers.conv(
             filters,
             (kernel, kernel),
             (strides, strides),
@@ -60,13 +59,12 @@ class _Layers:
 
     def norm(self, name: str) -> Callable[[jax.Array], jax.Array]:
         m = self.module
-        return batch_norm(
+        return m.layers.batch_norm(
             m.dtype,
             use_running_average=not self.train,
             momentum=0.9,
             epsilon=1e-5,
             param_dtype=m.param_dtype,
-            axis_name=m.bn_axis_name,
             name=name,
         )
 
@@ -103,32 +101,32 @@ class BasicBlock(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        layers = _Layers(self, train)
+        make = _Makers(self, train)
         project = x.shape[-1] != self.filters or self.strides != 1
         if self.preact:
-            y = nn.relu(layers.norm("bn1")(x))
+            y = nn.relu(make.norm("bn1")(x))
             if not project:
                 shortcut = x
             elif self.shortcut == "A":
                 shortcut = _shortcut_a(x, self.filters, self.strides)
             else:
-                shortcut = layers.conv(self.filters, 1, self.strides, "proj_conv")(y)
-            y = layers.conv(self.filters, 3, self.strides, "conv1")(y)
-            y = nn.relu(layers.norm("bn2")(y))
+                shortcut = make.conv(self.filters, 1, self.strides, "proj_conv")(y)
+            y = make.conv(self.filters, 3, self.strides, "conv1")(y)
+            y = nn.relu(make.norm("bn2")(y))
             y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-            y = layers.conv(self.filters, 3, 1, "conv2")(y)
+            y = make.conv(self.filters, 3, 1, "conv2")(y)
             return _residual(shortcut, y, self.dtype, relu=False)
-        y = nn.relu(layers.norm("bn1")(layers.conv(self.filters, 3, self.strides, "conv1")(x)))
+        y = nn.relu(make.norm("bn1")(make.conv(self.filters, 3, self.strides, "conv1")(x)))
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        y = layers.norm("bn2")(layers.conv(self.filters, 3, 1, "conv2")(y))
+        y = make.norm("bn2")(make.conv(self.filters, 3, 1, "conv2")(y))
         if project and self.shortcut == "A":
             x = _shortcut_a(x, self.filters, self.strides)
         elif project:
-            x = layers.norm("proj_bn")(layers.conv(self.filters, 1, self.strides, "proj_conv")(x))
+            x = make.norm("proj_bn")(make.conv(self.filters, 1, self.strides, "proj_conv")(x))
         return _residual(x, y, self.dtype, relu=True)
 
 
@@ -140,25 +138,25 @@ class Bottleneck(nn.Module):
     preact: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool) -> jnp.ndarray:
-        layers = _Layers(self, train)
+        make = _Makers(self, train)
         out = 4 * self.filters
         project = x.shape[-1] != out or self.strides != 1
         if self.preact:
-            y = nn.relu(layers.norm("bn1")(x))
-            shortcut = layers.conv(out, 1, self.strides, "proj_conv")(y) if project else x
-            y = nn.relu(layers.norm("bn2")(layers.conv(self.filters, 1, 1, "conv1")(y)))
-            y = layers.conv(self.filters, 3, self.strides, "conv2")(y)
-            y = layers.conv(out, 1, 1, "conv3")(nn.relu(layers.norm("bn3")(y)))
+            y = nn.relu(make.norm("bn1")(x))
+            shortcut = make.conv(out, 1, self.strides, "proj_conv")(y) if project else x
+            y = nn.relu(make.norm("bn2")(make.conv(self.filters, 1, 1, "conv1")(y)))
+            y = make.conv(self.filters, 3, self.strides, "conv2")(y)
+            y = make.conv(out, 1, 1, "conv3")(nn.relu(make.norm("bn3")(y)))
             return _residual(shortcut, y, self.dtype, relu=False)
-        y = nn.relu(layers.norm("bn1")(layers.conv(self.filters, 1, 1, "conv1")(x)))
-        y = nn.relu(layers.norm("bn2")(layers.conv(self.filters, 3, self.strides, "conv2")(y)))
-        y = layers.norm("bn3")(layers.conv(out, 1, 1, "conv3")(y))
+        y = nn.relu(make.norm("bn1")(make.conv(self.filters, 1, 1, "conv1")(x)))
+        y = nn.relu(make.norm("bn2")(make.conv(self.filters, 3, self.strides, "conv2")(y)))
+        y = make.norm("bn3")(make.conv(out, 1, 1, "conv3")(y))
         if project:
-            x = layers.norm("proj_bn")(layers.conv(out, 1, self.strides, "proj_conv")(x))
+            x = make.norm("proj_bn")(make.conv(out, 1, self.strides, "proj_conv")(x))
         return _residual(x, y, self.dtype, relu=True)
 
 
@@ -180,7 +178,7 @@ def _stages(
                 strides=stride if b == 0 else 1,
                 dtype=module.dtype,
                 param_dtype=module.param_dtype,
-                bn_axis_name=module.bn_axis_name,
+                layers=module.layers,
                 name=f"stage{s + 1}_block{b + 1}",
                 **block_fields,
             )(x, train)
@@ -190,7 +188,7 @@ def _stages(
 def _head(module: nn.Module, x: jnp.ndarray, train: bool, preact: bool) -> jnp.ndarray:
     """(Final BN → ReLU for pre-activation nets,) global average pool and dense classifier."""
     if preact:
-        x = nn.relu(_Layers(module, train).norm("final_bn")(x))
+        x = nn.relu(_Makers(module, train).norm("final_bn")(x))
     x = jnp.mean(x, axis=(1, 2))
     x = nn.Dense(
         module.num_classes, dtype=module.dtype, param_dtype=module.param_dtype, name="head"
@@ -214,17 +212,17 @@ class ResNet(nn.Module):
     width: int = 64
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
-        layers = _Layers(self, train)
+        make = _Makers(self, train)
         if self.small_images:
-            x = layers.conv(self.width, 3, 1, "stem_conv")(x)
+            x = make.conv(self.width, 3, 1, "stem_conv")(x)
         else:
-            x = layers.conv(self.width, 7, 2, "stem_conv")(x)
+            x = make.conv(self.width, 7, 2, "stem_conv")(x)
         if not self.preact:
-            x = nn.relu(layers.norm("stem_bn")(x))
+            x = nn.relu(make.norm("stem_bn")(x))
         if not self.small_images:
             x = nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
         x = _stages(
@@ -254,16 +252,16 @@ class CifarResNet(nn.Module):
     preact: bool = False
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if (self.depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {self.depth}")
-        layers = _Layers(self, train)
-        x = layers.conv(self.width, 3, 1, "stem_conv")(x)
+        make = _Makers(self, train)
+        x = make.conv(self.width, 3, 1, "stem_conv")(x)
         if not self.preact:
-            x = nn.relu(layers.norm("stem_bn")(x))
+            x = nn.relu(make.norm("stem_bn")(x))
         x = _stages(
             self,
             x,
@@ -290,13 +288,13 @@ class WideResNet(nn.Module):
     dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         if (self.depth - 4) % 6:
             raise ValueError(f"Wide ResNet depth must be 6n+4, got {self.depth}")
-        x = _Layers(self, train).conv(16, 3, 1, "stem_conv")(x)
+        x = _Makers(self, train).conv(16, 3, 1, "stem_conv")(x)
         k = self.widen_factor
         x = _stages(
             self,

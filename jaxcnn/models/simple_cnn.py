@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.conv import Conv
+from jaxcnn.models.layers import Layers
 from jaxcnn.models.registry import register
 
 
@@ -21,11 +21,12 @@ class SimpleCNN(nn.Module):
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         dense = lambda n: nn.Dense(n, dtype=self.dtype, param_dtype=self.param_dtype)  # noqa: E731
-        conv = lambda n: Conv(  # noqa: E731
+        conv = lambda n: self.layers.conv(  # noqa: E731
             n, (3, 3), padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype
         )
         x = nn.max_pool(nn.relu(conv(32)(x)), (2, 2), strides=(2, 2))

@@ -17,8 +17,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from jaxcnn.models import conv
-from jaxcnn.models.registry import create, get_spec
+from jaxcnn.models.registry import create, get_entry
 
 
 def _input(input_shape: tuple[int, int, int], batch: int = 1) -> jax.ShapeDtypeStruct:
@@ -76,17 +75,14 @@ def model_stats(name: str) -> dict[str, Any]:
     XLA's convolutions (``conv_impl='xla'``): the count is of the model's arithmetic, whichever
     implementation runs it.
     """
-    spec = get_spec(name)
-    model = create(name)
-    with conv.use_impl("xla"):
-        # A fresh lambda: a bound method compares equal to an earlier one, and JAX could reuse
-        # a trace made under another conv_impl.
-        trace = jax.make_jaxpr(lambda *args: model.init_with_output(*args), return_shape=True)
-        closed, (_, variables) = trace(jax.random.key(0), _input(spec.input_shape))
+    entry = get_entry(name)
+    model = create(name, conv_impl="xla")
+    trace = jax.make_jaxpr(model.init_with_output, return_shape=True)
+    closed, (_, variables) = trace(jax.random.key(0), _input(entry.input_shape))
     return {
         "name": name,
-        "family": spec.family,
-        "input_shape": list(spec.input_shape),
+        "family": entry.family,
+        "input_shape": list(entry.input_shape),
         "params": count_params(variables),
         "flops": jaxpr_flops(closed.jaxpr),
     }
@@ -128,9 +124,9 @@ def cached_model_stats(name: str, cache_file: Path | None = None) -> dict[str, A
 def layer_table(name: str) -> list[tuple[str, tuple[int, ...], int]]:
     """(module path, output shape, parameters including submodules) for every module of
     model ``name`` at its default input, in call order; the first row is the whole model."""
-    spec = get_spec(name)
-    model = create(name)
-    variables = abstract_variables(model, spec.input_shape)
+    entry = get_entry(name)
+    model = create(name, conv_impl="xla")
+    variables = abstract_variables(model, entry.input_shape)
     calls: list[list[Any]] = []  # [path, output shape], appended when the call starts
 
     def record(next_fun: Any, args: Any, kwargs: Any, context: Any) -> Any:
@@ -146,7 +142,7 @@ def layer_table(name: str) -> list[tuple[str, tuple[int, ...], int]]:
         with nn.intercept_methods(record):
             return model.apply(v, x)
 
-    jax.eval_shape(forward, variables, _input(spec.input_shape))
+    jax.eval_shape(forward, variables, _input(entry.input_shape))
     rows = []
     for path, shape in calls:
         params = variables.get("params", {})

@@ -19,8 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.conv import Conv
-from jaxcnn.models.layers import adaptive_avg_pool, batch_norm, conv_kernel_init
+from jaxcnn.models.layers import Layers, adaptive_avg_pool, conv_kernel_init
 from jaxcnn.models.registry import register
 
 # Filters of the 3×3 convolutions, block by block; each block ends in a 2×2 max pool.
@@ -47,7 +46,7 @@ class VGG(nn.Module):
     dropout_rate: float = 0.5
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
-    bn_axis_name: str | None = None
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -55,17 +54,16 @@ class VGG(nn.Module):
         for b, block in enumerate(CONFIGS[self.depth]):
             for i, filters in enumerate(block):
                 name = f"block{b + 1}_conv{i + 1}"
-                conv = Conv(
+                conv = self.layers.conv(
                     filters, (3, 3), padding=1, kernel_init=conv_kernel_init, name=name, **kw
                 )
                 x = conv(x)
                 if self.batch_norm:
-                    x = batch_norm(
+                    x = self.layers.batch_norm(
                         self.dtype,
                         use_running_average=not train,
                         momentum=0.9,
                         epsilon=1e-5,
-                        axis_name=self.bn_axis_name,
                         param_dtype=self.param_dtype,
                         name=f"{name}_bn",
                     )(x)

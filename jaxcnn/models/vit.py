@@ -21,7 +21,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.conv import Conv
+from jaxcnn.models.layers import Layers
 from jaxcnn.models.registry import register
 
 _xavier = nn.initializers.xavier_uniform()
@@ -73,6 +73,7 @@ class VisionTransformer(nn.Module):
     attention_dropout_rate: float = 0.0
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
+    layers: Layers = Layers()
 
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
@@ -87,7 +88,7 @@ class VisionTransformer(nn.Module):
                 f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}"
             )
         p = self.patch_size
-        x = Conv(
+        x = self.layers.conv(
             self.hidden_size,
             (p, p),
             p,

@@ -80,6 +80,11 @@ class JitParallel:
         steps_data = NamedSharding(self.mesh, PartitionSpec(None, DATA_AXIS))
         self._stack = jax.jit(functools.partial(_stack, axis=0), out_shardings=steps_data)
 
+    @property
+    def num_devices(self) -> int:
+        """Devices one step runs on (in all processes)."""
+        return self.mesh.size
+
     def check_batch_size(self, name: str, batch_size: int) -> None:
         _check_divisible(name, batch_size, self.mesh.size)
 
@@ -151,6 +156,11 @@ class PmapParallel:
         mesh = Mesh(np.asarray(jax.local_devices()), (PMAP_AXIS,), axis_types=(AxisType.Auto,))
         self.stacked = NamedSharding(mesh, PartitionSpec(PMAP_AXIS))
         self._stack = jax.jit(functools.partial(_stack, axis=1), out_shardings=self.stacked)
+
+    @property
+    def num_devices(self) -> int:
+        """Devices one step runs on (in all processes)."""
+        return jax.device_count()
 
     def check_batch_size(self, name: str, batch_size: int) -> None:
         _check_divisible(name, batch_size, jax.device_count())

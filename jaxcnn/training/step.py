@@ -16,10 +16,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxcnn.data.interface import Batch
 from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.training.state import TrainState
 
-Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
 EMA_WARMUPS = ("none", "count", "cubic")
 TTA_MODES = ("none", "flip", "flip+translate")

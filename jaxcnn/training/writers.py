@@ -10,10 +10,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
 import time
 from typing import Any
 
 import jax
+import ml_collections
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"  # final metrics; written when a run has finished
@@ -59,3 +61,53 @@ def console(message: str) -> None:
     """Print a progress line from process 0 only."""
     if jax.process_index() == 0:
         print(message, flush=True)
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by None, so that it is valid JSON."""
+    if isinstance(value, dict):
+        return {k: finite_json(v) for k, v in value.items()}
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def write_json_atomically(path: str, payload: dict) -> None:
+    """Write ``payload`` (non-finite numbers as null) so that readers see the old or the new
+    file, never a part of one."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(finite_json(payload), f, indent=2, sort_keys=True, allow_nan=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+def record_config(config: ml_collections.ConfigDict, workdir: str, start_step: int) -> None:
+    """Keep the config of every start: ``config.json``, or ``config.stepN.json`` if it changed."""
+    text = config.to_json_best_effort(indent=2, sort_keys=True)
+    path = os.path.join(workdir, CONFIG_FILE)
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            if f.read() == text:
+                return
+        path = os.path.join(workdir, f"config.step{start_step}.json")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+
+
+def source_commit() -> str:
+    """The git commit of the jaxcnn source that runs (with ``+`` if it has local changes), or
+    '' outside a git checkout: results record what produced them."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+    def git(*args: str) -> str:
+        return subprocess.run(
+            ["git", "-C", root, *args], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--short=12", "HEAD")
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", "jaxcnn")
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return commit + ("+" if dirty else "")

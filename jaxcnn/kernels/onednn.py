@@ -4,13 +4,16 @@ XLA:CPU's own convolution kernels run at a third to a half of the speed of oneDN
 behind PyTorch's CPU convolutions (BENCHMARKS.md). The jaxlib wheels ship without oneDNN, so
 jaxcnn brings it: the ``onednn-cpu-gomp`` wheel (a dependency on Linux x86-64) provides the
 library, and ``onednn_conv.cc`` is a small XLA FFI handler around its forward, input-gradient
-and kernel-gradient convolution primitives. The handler is compiled with the system's C++
-compiler on first use (a few seconds) and cached in ``$JAXCNN_KERNEL_DIR`` or
-``~/.cache/jaxcnn/kernels``, keyed by its source, jaxlib and oneDNN.
+and kernel-gradient convolution primitives.
 
-:func:`conv` is a float32 NHWC/HWIO convolution (any strides, padding, kernel dilation and
-feature groups) whose gradients are oneDNN's too. :func:`unavailable_reason` says why it cannot
-run here, if it cannot (no oneDNN wheel, no compiler, a build error).
+:func:`load` builds the handler with the system's C++ compiler (a few seconds, once per machine:
+the library is cached in ``$JAXCNN_KERNEL_DIR`` or ``~/.cache/jaxcnn/kernels``, keyed by its
+source, jaxlib and oneDNN), loads it and registers it with XLA, or says why it cannot (no oneDNN
+wheel, no compiler, a build error). It runs at a known moment: when a model is built with
+oneDNN convolutions (``conv_impl``), i.e. at a training run's start-up, or explicitly with
+``python -m jaxcnn.kernels``; never while a function is being traced. :func:`conv` is a float32
+NHWC/HWIO convolution (any strides, padding, kernel dilation and feature groups) whose gradients
+are oneDNN's too.
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ def _installed_file(distribution: str, suffix: str) -> Path:
 
 
 def _build() -> Path:
-    """Compile the custom call against the installed oneDNN (once per source and versions)."""
+    """Compile the custom call against the installed oneDNN (once per source and versions),
+    saying so in one line when it compiles."""
     library = _installed_file("onednn-cpu-gomp", "/libdnnl.so.3")
     header = _installed_file("onednn-devel-cpu-gomp", "/oneapi/dnnl/dnnl.hpp")
     compiler = shutil.which(os.environ.get("CXX", "c++"))
@@ -78,6 +82,10 @@ def _build() -> Path:
     if target.exists():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    if jax.process_index() == 0:
+        print(
+            f"Building the oneDNN convolution kernel (once per machine) into {target}.", flush=True
+        )
     with tempfile.TemporaryDirectory(dir=target.parent) as tmp:
         built = Path(tmp) / target.name
         command = [
@@ -93,19 +101,15 @@ def _build() -> Path:
 
 
 @functools.cache
-def _register() -> str | None:
-    """Build, load and register the custom call; returns why it failed, or None."""
+def load() -> str | None:
+    """Build (where not cached), load and register the custom call, once per process; returns
+    why oneDNN convolutions cannot run here, or None when they can."""
     try:
         library = ctypes.cdll.LoadLibrary(str(_build()))
     except (BuildError, OSError) as error:
         return str(error)
     jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.JaxcnnOnednnConv), "cpu")
     return None
-
-
-def unavailable_reason() -> str | None:
-    """Why oneDNN convolutions cannot run here, or None when they can (builds on first call)."""
-    return _register()
 
 
 def _call(kind: int, a: jax.Array, b: jax.Array, out_shape: Sequence[int], geometry) -> jax.Array:
@@ -127,7 +131,7 @@ def conv(
 
     ``out_size`` is the output's spatial size (XLA's shape rule gives it), ``padding`` the
     explicit, non-negative (low, high) padding of the two spatial axes, ``groups`` the feature
-    group count. Call :func:`unavailable_reason` first: this assumes the custom call is built.
+    group count. :func:`load` must have succeeded: this only emits the call.
     """
     geometry = dict(
         strides=np.asarray(strides, np.int64),

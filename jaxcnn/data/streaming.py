@@ -11,7 +11,7 @@ Preprocessing is deterministic: resize (or, after Inception-style training crops
 center-crop) and normalise.
 
 :func:`export_arrays` writes the decoded splits to the ``.npz`` file that the device-resident
-pipeline (:mod:`jaxcnn.data.device`) loads without TensorFlow.
+pipeline (:mod:`jaxcnn.data.device_resident`) loads without TensorFlow.
 """
 
 from __future__ import annotations
@@ -31,17 +31,15 @@ from jaxcnn.data.augment import (
     resize_center_crop,
 )
 from jaxcnn.data.datasets import Source, open_source
+from jaxcnn.data.interface import Batch, DatasetInfo, Preprocessing, resolve_preprocessing
 from jaxcnn.data.randaugment import rand_augment
-from jaxcnn.data.spec import DatasetInfo, InputSpec, resolve_spec
 from jaxcnn.errors import UserError
 
-Batch = dict[str, np.ndarray]
 
-
-def open_dataset(config: ml_collections.ConfigDict) -> tuple[Source, InputSpec]:
+def open_dataset(config: ml_collections.ConfigDict) -> tuple[Source, Preprocessing]:
     """The source of ``config`` (``config.dataset``) and how to preprocess it; checks splits."""
     source = open_source(config)
-    spec = resolve_spec(config, source.image_shape)
+    spec = resolve_preprocessing(config, source.image_shape)
     source.check_split("train_split", spec.train_split)
     source.check_split("eval_split", spec.eval_split)
     return source, spec
@@ -65,7 +63,7 @@ def _decode(encoded: tf.Tensor, stored_shape: tuple) -> tf.Tensor:
     return tf.ensure_shape(image, stored_shape)
 
 
-def _to_model_input(image: tf.Tensor, spec: InputSpec, resize: bool = True) -> tf.Tensor:
+def _to_model_input(image: tf.Tensor, spec: Preprocessing, resize: bool = True) -> tf.Tensor:
     """Float32 image with the model's channels and (when ``resize``) its height and width."""
     channels = spec.image_shape[-1]
     if image.shape[-1] != channels:
@@ -77,11 +75,11 @@ def _to_model_input(image: tf.Tensor, spec: InputSpec, resize: bool = True) -> t
     return image
 
 
-def _normalize(image: tf.Tensor, spec: InputSpec) -> tf.Tensor:
+def _normalize(image: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
     return (image - tf.constant(spec.mean)) / tf.constant(spec.std)
 
 
-def _train_preprocess(source: Source, spec: InputSpec):
+def _train_preprocess(source: Source, spec: Preprocessing):
     """``fn(seed, example) -> {'image', 'label'}``: decode, augment, normalise."""
     augment = get_augment(spec.augment, crop_padding=spec.crop_padding, crop_fill=spec.crop_fill)
 
@@ -112,7 +110,7 @@ def _train_preprocess(source: Source, spec: InputSpec):
     return preprocess
 
 
-def _eval_preprocess(source: Source, spec: InputSpec):
+def _eval_preprocess(source: Source, spec: Preprocessing):
     """``fn(example) -> {'image', 'label', 'mask'}``: decode, resize (and center-crop after
     Inception-style training crops), normalise."""
     center_crop = spec.augment == "inception_crop"
@@ -137,8 +135,9 @@ def train_iterator(
     process_index: int = 0,
     process_count: int = 1,
 ) -> Iterator[Batch]:
-    """Endless batches of ``batch_size`` (this process's share) from ``start_step`` on."""
+    """Endless host batches, this process's share of ``batch_size``, from ``start_step`` on."""
     source, spec = open_dataset(config)
+    batch_size //= process_count
     ds = source.read(
         spec.train_split, part=process_index, num_parts=process_count, shuffle_seed=seed
     )
@@ -156,18 +155,30 @@ def train_iterator(
     return ds.as_numpy_iterator()
 
 
-def eval_iterator(
+class _EvalSplit:
+    """A tf.data pipeline over this process's part of an eval split, built once."""
+
+    def __init__(self, dataset: tf.data.Dataset, num_batches: int) -> None:
+        self._dataset, self._num_batches = dataset, num_batches
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self._dataset.as_numpy_iterator()
+
+
+def eval_batches(
     config: ml_collections.ConfigDict,
     *,
     batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
-) -> tuple[Iterator[Batch], int]:
-    """Padded, masked eval batches of this process's part of the eval split, and their number.
-
-    All processes get the same number of batches; ``batch['mask']`` is False on padding.
-    """
+) -> _EvalSplit:
+    """This process's part of the eval split as host batches of its share of ``batch_size``,
+    padded so that all processes get the same number of batches (``mask`` False on padding)."""
     source, spec = open_dataset(config)
+    batch_size //= process_count
     sizes = source.part_sizes(spec.eval_split, process_count)
     num_batches = math.ceil(max(sizes) / batch_size)
     ds = source.read(spec.eval_split, part=process_index, num_parts=process_count)
@@ -179,8 +190,9 @@ def eval_iterator(
     }
     padding = num_batches * batch_size - sizes[process_index]
     ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat(padding))
-    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
-    return ds.as_numpy_iterator(), num_batches
+    return _EvalSplit(
+        ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), num_batches
+    )
 
 
 def first_train_images(config: ml_collections.ConfigDict, count: int) -> np.ndarray:

@@ -1,15 +1,27 @@
-"""What a config's ``dataset`` section resolves to, shared by both pipelines (no TensorFlow)."""
+"""The interface of the two input pipelines, and what a config's ``dataset`` section resolves
+to (no TensorFlow).
+
+A pipeline (``streaming``: tf.data on the host; ``device_resident``: arrays in accelerator
+memory) is a module with the functions of :class:`Pipeline`; ``batches.py`` picks one by
+``dataset.pipeline`` and places its batches on the devices.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable, Iterator
+from typing import Any, Protocol
 
 import ml_collections
+import numpy as np
 
 from jaxcnn.data.presets import get_preset
 from jaxcnn.errors import UserError, unknown_choice
 
 PIPELINES = ("streaming", "device")
+# "image" (normalised NHWC float32), "label" (class ids, or distributions after mixing) and, in
+# eval batches, "mask" (False on padding): numpy arrays on the host, jax.Arrays on the devices.
+Batch = dict[str, Any]
 AUGMENTS = ("none", "flip", "crop", "crop_flip", "inception_crop")
 CROP_FILLS = ("zeros", "reflect")
 
@@ -26,7 +38,7 @@ class DatasetInfo:
 
 
 @dataclasses.dataclass(frozen=True)
-class InputSpec:
+class Preprocessing:
     """How to turn stored images into model inputs, for training and for evaluation."""
 
     image_shape: tuple[int, int, int]  # model input
@@ -42,6 +54,43 @@ class InputSpec:
     eval_split: str
 
 
+class EvalBatches(Iterable[Batch], Protocol):
+    """One eval split, opened once: every iteration is a full pass of padded, masked batches
+    (``batch["mask"]`` is False on padding), the same number in every process."""
+
+    def __len__(self) -> int: ...
+
+
+class Pipeline(Protocol):
+    """The functions every input pipeline module provides. ``batch_size`` is global (over all
+    processes); each process gets its part. ``layout`` (device-resident only: where the
+    parallel strategy puts a batch) makes batches device arrays; else they are host arrays."""
+
+    def dataset_info(self, config: ml_collections.ConfigDict) -> DatasetInfo: ...
+
+    def first_train_images(self, config: ml_collections.ConfigDict, count: int) -> np.ndarray: ...
+
+    def train_iterator(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        batch_size: int,
+        seed: int,
+        start_step: int = 0,
+        process_index: int = 0,
+        process_count: int = 1,
+    ) -> Iterator[Batch]: ...
+
+    def eval_batches(
+        self,
+        config: ml_collections.ConfigDict,
+        *,
+        batch_size: int,
+        process_index: int = 0,
+        process_count: int = 1,
+    ) -> EvalBatches: ...
+
+
 def _check_range(name: str, value: float, low: float, high: float) -> None:
     if not low <= value <= high:
         raise UserError(f"dataset.{name}={value} is out of range; valid: {low} to {high}")
@@ -54,10 +103,10 @@ def split_names(config: ml_collections.ConfigDict) -> tuple[str, str]:
     return train, config.eval_split or (preset.eval_split if preset else "test")
 
 
-def resolve_spec(
+def resolve_preprocessing(
     config: ml_collections.ConfigDict, stored_shape: tuple[int | None, int | None, int]
-) -> InputSpec:
-    """The :class:`InputSpec` of ``config`` (``config.dataset``) for images stored at
+) -> Preprocessing:
+    """The :class:`Preprocessing` of ``config`` (``config.dataset``) for images stored at
     ``stored_shape`` (None for sizes that vary)."""
     if config.pipeline not in PIPELINES:
         raise unknown_choice("dataset.pipeline", config.pipeline, PIPELINES)
@@ -109,7 +158,7 @@ def resolve_spec(
     _check_range("mixup_alpha", config.mixup_alpha, 0.0, float("inf"))
     _check_range("cutmix_alpha", config.cutmix_alpha, 0.0, float("inf"))
     train_split, eval_split = split_names(config)
-    return InputSpec(
+    return Preprocessing(
         image_shape=(height, width, channels),
         mean=mean,
         std=std,

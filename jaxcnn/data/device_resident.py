@@ -4,7 +4,7 @@ on the device inside ``jit``. It needs no TensorFlow at train time.
 Arrays come from an ``.npz`` cache, ``ARRAY_DIR/NAME-KEY.npz`` (``dataset.array_dir``; ''
 = ``$JAXCNN_ARRAY_DIR`` or ``~/.cache/jaxcnn/arrays``), which holds the decoded uint8 train and
 eval splits as stored. Where TensorFlow is installed, the first run writes it from tfds
-(:func:`jaxcnn.data.pipeline.export_arrays`); on an accelerator machine without TensorFlow, copy
+(:func:`jaxcnn.data.streaming.export_arrays`); on an accelerator machine without TensorFlow, copy
 the file over (or write it with ``python -m jaxcnn.data.export --config FILE``).
 
 Order: epoch ``e`` visits the train split in the permutation drawn from ``(seed, e)``; the batch
@@ -32,11 +32,16 @@ import ml_collections
 import numpy as np
 
 from jaxcnn.data.boxes import erase_box
+from jaxcnn.data.interface import (
+    Batch,
+    DatasetInfo,
+    Preprocessing,
+    resolve_preprocessing,
+    split_names,
+)
 from jaxcnn.data.presets import get_preset
-from jaxcnn.data.spec import DatasetInfo, InputSpec, resolve_spec, split_names
 from jaxcnn.errors import UserError
 
-Batch = dict[str, jax.Array]
 DEVICE_AUGMENTS = ("none", "flip", "crop", "crop_flip")
 _ORDER_STREAM, _AUGMENT_STREAM = 0, 1
 
@@ -72,7 +77,7 @@ def load_arrays(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
     path = array_path(config)
     if not os.path.exists(path):
         try:
-            from jaxcnn.data.pipeline import export_arrays
+            from jaxcnn.data.streaming import export_arrays
         except ImportError:
             raise UserError(
                 f"no array cache {path} for dataset {config.name!r}, and writing one needs "
@@ -89,8 +94,8 @@ def _read_arrays(path: str) -> dict[str, np.ndarray]:
         return {key: arrays[key] for key in arrays.files}
 
 
-def _spec(config: ml_collections.ConfigDict, arrays: Mapping[str, np.ndarray]) -> InputSpec:
-    spec = resolve_spec(config, arrays["train_image"].shape[1:])
+def _spec(config: ml_collections.ConfigDict, arrays: Mapping[str, np.ndarray]) -> Preprocessing:
+    spec = resolve_preprocessing(config, arrays["train_image"].shape[1:])
     if spec.augment not in DEVICE_AUGMENTS or spec.randaugment_layers:
         what = "randaugment" if spec.randaugment_layers else f"augment {spec.augment!r}"
         raise UserError(
@@ -113,7 +118,7 @@ def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
     )
 
 
-def _to_model_input(images: jax.Array, spec: InputSpec) -> jax.Array:
+def _to_model_input(images: jax.Array, spec: Preprocessing) -> jax.Array:
     """uint8 (N, h, w, c) → float32 (N, H, W, C) with the model's channels and size."""
     images = images.astype(jnp.float32)
     channels = spec.image_shape[-1]
@@ -128,7 +133,7 @@ def _to_model_input(images: jax.Array, spec: InputSpec) -> jax.Array:
     return images
 
 
-def _normalize(images: jax.Array, spec: InputSpec) -> jax.Array:
+def _normalize(images: jax.Array, spec: Preprocessing) -> jax.Array:
     return (images - jnp.array(spec.mean)) / jnp.array(spec.std)
 
 
@@ -160,7 +165,7 @@ def random_erasing(key: jax.Array, image: jax.Array, prob: float) -> jax.Array:
     return jnp.where(inside & apply, noise, image)
 
 
-def augment_example(key: jax.Array, image: jax.Array, spec: InputSpec) -> jax.Array:
+def augment_example(key: jax.Array, image: jax.Array, spec: Preprocessing) -> jax.Array:
     """Augment one float image in [0, 255] and normalise it."""
     crop_key, flip_key, erase_key = jax.random.split(key, 3)
     if spec.augment in ("crop", "crop_flip"):
@@ -179,7 +184,7 @@ def _train_batch(
     step: jax.Array,
     *,
     seed: int,
-    spec: InputSpec,
+    spec: Preprocessing,
     batch_size: int,
     start: int,
     count: int,
@@ -206,7 +211,7 @@ def _eval_batch(
     labels: jax.Array,
     index: jax.Array,
     *,
-    spec: InputSpec,
+    spec: Preprocessing,
     part_starts: tuple[int, ...],
     part_sizes: tuple[int, ...],
     local_batch_size: int,
@@ -298,16 +303,32 @@ def train_iterator(
         step += 1
 
 
-def eval_iterator(
+class _EvalSplit:
+    """An eval split placed on the devices once; each iteration builds its batches there."""
+
+    def __init__(self, batch_fn: Callable, images: jax.Array, labels: jax.Array, num_batches: int):
+        self._batch_fn, self._images, self._labels = batch_fn, images, labels
+        self._num_batches = num_batches
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        for index in range(self._num_batches):
+            yield self._batch_fn(self._images, self._labels, index)
+
+
+def eval_batches(
     config: ml_collections.ConfigDict,
     *,
     batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
     layout: BatchLayout | None = None,
-) -> tuple[Iterator[Batch], int]:
-    """Padded, masked eval batches (global size ``batch_size``) and their number; each process
-    covers a contiguous part of the eval split, as in the streaming pipeline."""
+) -> _EvalSplit:
+    """Padded, masked eval batches of global size ``batch_size`` (laid out as in
+    :func:`train_iterator`); each process covers a contiguous part of the eval split, as in
+    the streaming pipeline."""
     arrays = load_arrays(config)
     spec = _spec(config, arrays)
     num_examples = len(arrays["eval_label"])
@@ -327,4 +348,4 @@ def eval_iterator(
         count=count,
     )
     batch_fn = _compile(_eval_batch, tuple(options.items()), layout)
-    return (batch_fn(images, labels, index) for index in range(num_batches)), num_batches
+    return _EvalSplit(batch_fn, images, labels, num_batches)

@@ -23,8 +23,9 @@ import jax
 import numpy as np
 from PIL import Image
 
+from jaxcnn import cli
 from jaxcnn.config import base_config
-from jaxcnn.data import device, pipeline
+from jaxcnn.data import device
 from jaxcnn.training.loop import build_model
 from jaxcnn.training.optim import make_optimizer, make_schedule
 from jaxcnn.training.parallel import make_parallel
@@ -91,10 +92,15 @@ def resnet20_step_rate(num_batches: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.input_pipeline", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--data_dir", default="../shared/datasets")
     args = parser.parse_args()
+    # tf.data loads with the pipeline: as quiet as in training, and not for --help.
+    cli.quiet_tensorflow()
+    from jaxcnn.data import pipeline
 
     rows: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:

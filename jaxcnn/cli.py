@@ -100,7 +100,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         for spec in _config_specs(argv, "config"):
             load_config_file(spec)  # a missing or broken file: one line, before absl's parsing
-        return flags.FLAGS(argv)
+        try:
+            return flags.FLAGS(argv)
+        except SystemExit as done:
+            # absl's --help (and --helpfull, --helpxml) print their text and exit with status 1;
+            # asking for help is not a failure.
+            sys.exit(0 if done.code == 1 else done.code)
     except flags.Error as error:
         # absl's messages span lines; keep the first.
         fail(str(error).strip().splitlines()[0])
@@ -155,8 +160,8 @@ def quiet_tensorflow() -> None:
 
 
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)`` where flag errors and :class:`UserError` end with exit status 2
-    and TensorFlow is quiet (:func:`quiet_tensorflow`)."""
+    """``absl.app.run(main)`` where flag errors and :class:`UserError` end with exit status 2,
+    ``--help`` with 0, and TensorFlow is quiet (:func:`quiet_tensorflow`)."""
     quiet_tensorflow()
 
     def guarded(argv: list[str]) -> None:

@@ -116,7 +116,9 @@ def torch_times(batch: int, size: int, cin: int, cout: int, stride: int, repeats
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.conv_layers", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--skip_torch", action="store_true")
     parser.add_argument(

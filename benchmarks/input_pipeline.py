@@ -12,7 +12,6 @@ the ratio of each pipeline to that step. On a shared machine, compare ratios, no
 from __future__ import annotations
 
 import argparse
-import functools
 import itertools
 import os
 import tempfile
@@ -23,13 +22,10 @@ import jax
 import numpy as np
 from PIL import Image
 
+from jaxcnn import cli
 from jaxcnn.config import base_config
-from jaxcnn.data import device_resident, streaming
-from jaxcnn.training.optim import make_optimizer, make_schedule
-from jaxcnn.training.parallel import make_parallel
-from jaxcnn.training.setup import build_model
-from jaxcnn.training.state import init_train_state
-from jaxcnn.training.step import make_train_step
+from jaxcnn.data import DatasetInfo, device_resident
+from jaxcnn.training.setup import build_setup
 
 BATCH = 128
 
@@ -64,15 +60,14 @@ def write_jpeg_folder(root: str, count: int) -> None:
 
 
 def resnet20_step_rate(num_batches: int) -> float:
-    """Images/s of jaxcnn's ResNet-20 train step at batch 128 on CIFAR-sized inputs."""
+    """Images/s of jaxcnn's ResNet-20 train step at batch 128 on CIFAR-sized inputs, built as
+    the training CLI builds it."""
     config = base_config()
-    config.model.name = "resnet20"
-    parallel = make_parallel("jit")
-    model = build_model(config.model, 10, parallel)
-    schedule = make_schedule(config.schedule, peak=0.1, steps_per_epoch=390, total_steps=10_000)
-    tx = make_optimizer(config, schedule)
-    state = parallel.init(functools.partial(init_train_state, model, tx, (32, 32, 3), 0))
-    train_step = parallel.compile_train(make_train_step(model, tx, schedule))
+    config.model.name, config.batch_size = "resnet20", BATCH
+    setup = build_setup(config, info=DatasetInfo("generated", 10, (32, 32, 3), 50_000, 10_000))
+    parallel = setup.parallel
+    state = parallel.init(setup.init_fn())
+    train_step = parallel.compile_train(setup.train_step())
     rng = np.random.default_rng(0)
     batch = parallel.shard_batch(
         {
@@ -91,10 +86,15 @@ def resnet20_step_rate(num_batches: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.input_pipeline", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--batches", type=int, default=100)
     parser.add_argument("--data_dir", default="../shared/datasets")
     args = parser.parse_args()
+    # tf.data loads with the pipeline: as quiet as in training, and not for --help.
+    cli.quiet_tensorflow()
+    from jaxcnn.data import streaming
 
     rows: list[tuple[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:

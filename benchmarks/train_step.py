@@ -270,7 +270,9 @@ def end_to_end(data_dir: str, steps: int, log_every_steps: int, batch_size: int)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.train_step", description=__doc__.splitlines()[0]
+    )
     parser.add_argument(
         "--models", default="resnet20,resnet18_cifar", help=f"of {', '.join(CASES)}"
     )

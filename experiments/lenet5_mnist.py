@@ -19,7 +19,7 @@ Measured with jaxcnn: not yet reproduced here.
 
 import ml_collections
 
-from jaxcnn import sweeps
+from jaxcnn import sweep_grid
 from jaxcnn.config import base_config
 
 
@@ -45,4 +45,4 @@ def get_config() -> ml_collections.ConfigDict:
 
 def get_sweep() -> list[dict]:
     """The paper's tanh against ReLU."""
-    return sweeps.axis("model.activation", ["tanh", "relu"])
+    return sweep_grid.axis("model.activation", ["tanh", "relu"])

@@ -25,7 +25,7 @@ is in progress (``reproductions/resnet20_cifar10/``). The other depths: not yet 
 
 import ml_collections
 
-from jaxcnn import sweeps
+from jaxcnn import sweep_grid
 from jaxcnn.config import base_config
 from jaxcnn.errors import unknown_choice
 
@@ -60,7 +60,7 @@ def get_config(depth: str = "20") -> ml_collections.ConfigDict:
 
 def get_sweep() -> list[dict]:
     """The paper's depth study (Table 6), with ResNet-110's warm-up."""
-    return sweeps.zipped(
-        sweeps.axis("model.name", [f"resnet{depth}" for depth in DEPTHS]),
-        sweeps.axis("schedule.warmup_epochs", [1.0 if d == 110 else 0.0 for d in DEPTHS]),
+    return sweep_grid.zipped(
+        sweep_grid.axis("model.name", [f"resnet{depth}" for depth in DEPTHS]),
+        sweep_grid.axis("schedule.warmup_epochs", [1.0 if d == 110 else 0.0 for d in DEPTHS]),
     )

@@ -16,7 +16,7 @@ Measured with jaxcnn: not yet reproduced here.
 
 import ml_collections
 
-from jaxcnn import sweeps
+from jaxcnn import sweep_grid
 from jaxcnn.config import base_config
 
 
@@ -44,4 +44,4 @@ def get_config() -> ml_collections.ConfigDict:
 
 def get_sweep() -> list[dict]:
     """Dropout between the convolutions of each block, off and on (the paper's Table 6)."""
-    return sweeps.axis("model.dropout_rate", [0.0, 0.3])
+    return sweep_grid.axis("model.dropout_rate", [0.0, 0.3])

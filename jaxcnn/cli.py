@@ -9,16 +9,10 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-# TensorFlow (tf.data) logs its CPU feature notes from C++ at import; keep the console for ours.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow 2.21 announces its oneDNN graph rewrites on stderr whatever the log level. They
-# speed up TF's own model ops, none of which jaxcnn runs (tf.data only decodes and augments).
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+import ml_collections
+from absl import app, flags, logging
 
-import ml_collections  # noqa: E402
-from absl import app, flags, logging  # noqa: E402
-
-from jaxcnn.errors import UserError  # noqa: E402
+from jaxcnn.errors import UserError
 
 
 def fail(message: str) -> None:
@@ -106,7 +100,12 @@ def _parse_flags(argv: list[str]) -> list[str]:
     try:
         for spec in _config_specs(argv, "config"):
             load_config_file(spec)  # a missing or broken file: one line, before absl's parsing
-        return flags.FLAGS(argv)
+        try:
+            return flags.FLAGS(argv)
+        except SystemExit as done:
+            # absl's --help (and --helpfull, --helpxml) print their text and exit with status 1;
+            # asking for help is not a failure.
+            sys.exit(0 if done.code == 1 else done.code)
     except flags.Error as error:
         # absl's messages span lines; keep the first.
         fail(str(error).strip().splitlines()[0])
@@ -145,8 +144,25 @@ class _WithoutDuplicateNoise(std_logging.Filter):
         return "has no dataset_info.json" not in record.getMessage()
 
 
+def quiet_tensorflow() -> None:
+    """Keep TensorFlow's start-up notes off a command's console; call before TensorFlow loads.
+
+    The CLIs call it (through :func:`run`); no import does, so importing an experiment file
+    leaves the environment as it was (tested).
+    """
+    # TensorFlow (tf.data) logs CPU feature notes and warnings from C++ at import. Importing JAX
+    # sets this to 1 unless it is set, so 1 is taken as unset; a level the user chose stays.
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "1") == "1":
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    # TensorFlow 2.21 announces its oneDNN graph rewrites on stderr whatever the log level. They
+    # speed up TF's own model ops, none of which jaxcnn runs (tf.data only decodes and augments).
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+
+
 def run(main: Callable[[list[str]], None]) -> None:
-    """``absl.app.run(main)`` where flag errors and :class:`UserError` end with exit status 2."""
+    """``absl.app.run(main)`` where flag errors and :class:`UserError` end with exit status 2,
+    ``--help`` with 0, and TensorFlow is quiet (:func:`quiet_tensorflow`)."""
+    quiet_tensorflow()
 
     def guarded(argv: list[str]) -> None:
         # Orbax and tfds log every step of their work at INFO; warnings still show.

@@ -12,7 +12,7 @@ import os
 from typing import Any
 
 from jaxcnn.errors import UserError
-from jaxcnn.sweeps import MANIFEST_FILE
+from jaxcnn.sweep_runner import MANIFEST_FILE
 from jaxcnn.training.writers import CONFIG_FILE, METRICS_FILE, RESULTS_FILE
 
 

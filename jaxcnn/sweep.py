@@ -7,6 +7,9 @@ not at all with ``--print_commands``, which prints one launch command per unfini
 cluster. ``--config.FIELD=VALUE`` overrides apply to every point (e.g. the offline dataset).
 Re-running skips finished points and resumes unfinished ones from their checkpoints; then
 ``python -m jaxcnn.report DIR`` compares them.
+
+This file is the command line only: :mod:`jaxcnn.sweep_grid` declares the points and
+:mod:`jaxcnn.sweep_runner` plans and trains them.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from jaxcnn import cli, sweeps
+from jaxcnn import cli, sweep_runner
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Experiment config file with get_config() and get_sweep(), optionally FILE:ARG."
@@ -45,21 +48,23 @@ def main(argv: list[str]) -> None:
     common = config_flags.get_override_values(flags.FLAGS["config"])
     sweep_file = config_spec.partition(":")[0]
     workdir = os.path.abspath(_WORKDIR.value)
-    points = sweeps.plan(_CONFIG.value, cli.load_config_file(sweep_file, "get_sweep"), workdir)
+    points = sweep_runner.plan(
+        _CONFIG.value, cli.load_config_file(sweep_file, "get_sweep"), workdir
+    )
 
     if _PRINT_COMMANDS.value:
         for point in points:
             if point.finished:
                 print(f"# finished: {point.name}")
             else:
-                command = sweeps.train_command(config_spec, point, common, python="python")
-                print(sweeps.shell_command(command, _LAUNCHER.value))
+                command = sweep_runner.train_command(config_spec, point, common, python="python")
+                print(sweep_runner.shell_command(command, _LAUNCHER.value))
         return
 
-    sweeps.write_manifest(config_spec, common, points)
-    commands = {p.name: sweeps.train_command(config_spec, p, common) for p in points}
+    sweep_runner.write_manifest(config_spec, common, points)
+    commands = {p.name: sweep_runner.train_command(config_spec, p, common) for p in points}
     print(f"{len(points)} points in {workdir}", flush=True)
-    failed = sweeps.run(points, commands, parallel=_PARALLEL.value)
+    failed = sweep_runner.run(points, commands, parallel=_PARALLEL.value)
     if failed:
         names = ", ".join(p.name for p in failed)
         print(f"error: {len(failed)} of {len(points)} points failed: {names}", file=sys.stderr)

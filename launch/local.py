@@ -89,6 +89,7 @@ def run_all(runs: list[tuple[dict[str, str], list[str]]]) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
+        prog="python launch/local.py",
         description=__doc__.split("\n\n")[0],
         usage="%(prog)s [options] -- TRAIN_ARGS...",
     )

@@ -82,7 +82,9 @@ def batch_script(args: argparse.Namespace, train_args: list[str]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], usage="%(prog)s [options] -- TRAIN_ARGS..."
+        prog="python launch/slurm.py",
+        description=__doc__.split("\n\n")[0],
+        usage="%(prog)s [options] -- TRAIN_ARGS...",
     )
     parser.add_argument("--nodes", type=int, default=1)
     parser.add_argument("--gpus_per_node", type=int, default=8)

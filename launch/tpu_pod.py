@@ -47,7 +47,9 @@ def commands(args: argparse.Namespace, train_args: list[str]) -> list[list[str]]
 
 def main() -> None:
     parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0], usage="%(prog)s [options] -- TRAIN_ARGS..."
+        prog="python launch/tpu_pod.py",
+        description=__doc__.split("\n\n")[0],
+        usage="%(prog)s [options] -- TRAIN_ARGS...",
     )
     parser.add_argument("--tpu", required=True, help="name of the TPU VM")
     parser.add_argument("--zone", required=True)

@@ -10,14 +10,17 @@ trains a small member of every family.
 from __future__ import annotations
 
 import glob
+import json
 import os
+import subprocess
+import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jaxcnn import cli, models, sweeps
+from jaxcnn import cli, models, sweep_runner
 from jaxcnn.data import DatasetInfo
 from jaxcnn.data.presets import get_preset
 from jaxcnn.errors import UserError
@@ -95,7 +98,7 @@ def _declares_sweep(path: str) -> bool:
 )
 def test_declared_sweep_points_are_valid_overrides(path, tmp_path):
     sweep = cli.load_config_file(path, "get_sweep")
-    points = sweeps.plan(cli.load_config_file(path), sweep, str(tmp_path))
+    points = sweep_runner.plan(cli.load_config_file(path), sweep, str(tmp_path))
     assert len({p.workdir for p in points}) == len(points) > 1
 
 
@@ -113,3 +116,44 @@ def test_docstring_says_what_jaxcnn_measured(path):
     with open(path, encoding="utf-8") as f:
         docstring = f.read().split('"""')[1]
     assert "Measured with jaxcnn:" in docstring
+
+
+# Run in a fresh interpreter: loads each experiment file as the CLIs do (the file, then its
+# get_config() and get_sweep()), then imports jaxcnn.cli, and prints what each step changed.
+_LOAD_EXPERIMENTS = """
+import json, os, runpy, sys
+before = dict(os.environ)
+changes = {}
+def check(name):
+    changed = sorted(k for k in {*before, *os.environ} if before.get(k) != os.environ.get(k))
+    loaded = sorted({"jax", "tensorflow"} & set(sys.modules))
+    if changed or loaded:
+        changes[name] = {"environment": changed, "imported": loaded}
+for path in sys.argv[1:]:
+    namespace = runpy.run_path(path)
+    for function in ("get_config", "get_sweep"):
+        if function in namespace:
+            namespace[function]()
+    check(os.path.basename(path))
+import jaxcnn.cli
+check("jaxcnn.cli")
+print(json.dumps(changes))
+"""
+
+
+def test_loading_experiment_files_has_no_side_effects():
+    """Experiment files (with jaxcnn.sweep_grid, which some import) and jaxcnn.cli change no
+    environment variable and load neither JAX nor TensorFlow: the CLIs quiet TensorFlow when
+    they run (``cli.quiet_tensorflow``), not when something is imported."""
+    # What an earlier test's import of JAX or TensorFlow set here must not hide a change there.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TF_", "TPU_"))}
+    result = subprocess.run(
+        [sys.executable, "-c", _LOAD_EXPERIMENTS, *EXPERIMENTS],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {}

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from jaxcnn import sweeps
+from jaxcnn import sweep_grid, sweep_runner
 from jaxcnn.config import base_config
 from jaxcnn.errors import UserError
 from jaxcnn.report import write_report
@@ -28,36 +28,36 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 
 def test_product_and_zip_combine_axes():
-    lr = sweeps.axis("optimizer.learning_rate", [0.1, 0.01])
-    bs = sweeps.axis("batch_size", [32, 64])
-    assert sweeps.product(lr, bs) == [
+    lr = sweep_grid.axis("optimizer.learning_rate", [0.1, 0.01])
+    bs = sweep_grid.axis("batch_size", [32, 64])
+    assert sweep_grid.product(lr, bs) == [
         {"optimizer.learning_rate": 0.1, "batch_size": 32},
         {"optimizer.learning_rate": 0.1, "batch_size": 64},
         {"optimizer.learning_rate": 0.01, "batch_size": 32},
         {"optimizer.learning_rate": 0.01, "batch_size": 64},
     ]
-    assert sweeps.zipped(lr, bs) == [
+    assert sweep_grid.zipped(lr, bs) == [
         {"optimizer.learning_rate": 0.1, "batch_size": 32},
         {"optimizer.learning_rate": 0.01, "batch_size": 64},
     ]
     with pytest.raises(UserError, match="differ in length"):
-        sweeps.zipped(lr, sweeps.axis("seed", [1, 2, 3]))
+        sweep_grid.zipped(lr, sweep_grid.axis("seed", [1, 2, 3]))
     with pytest.raises(UserError, match="sets 'seed' twice"):
-        sweeps.product(sweeps.axis("seed", [1]), sweeps.axis("seed", [2]))
+        sweep_grid.product(sweep_grid.axis("seed", [1]), sweep_grid.axis("seed", [2]))
 
 
 def test_point_names_are_file_safe_and_distinct():
-    assert sweeps.point_name({}) == "base"
-    name = sweeps.point_name({"schedule.step_epochs": (30, 60), "model.name": "a/b c"})
+    assert sweep_grid.point_name({}) == "base"
+    name = sweep_grid.point_name({"schedule.step_epochs": (30, 60), "model.name": "a/b c"})
     assert name == "schedule.step_epochs=_30,_60_,model.name=a_b_c"
-    long = sweeps.point_name({"model.name": "x" * 300})
+    long = sweep_grid.point_name({"model.name": "x" * 300})
     assert len(long) == 120
-    assert long != sweeps.point_name({"model.name": "x" * 299 + "y"})
+    assert long != sweep_grid.point_name({"model.name": "x" * 299 + "y"})
 
 
 def test_overrides_are_checked_against_the_config(tmp_path):
     config = base_config()
-    assert sweeps.apply_overrides(
+    assert sweep_runner.apply_overrides(
         config, {"schedule.step_epochs": [1, 2]}
     ).schedule.step_epochs == (
         1,
@@ -66,13 +66,13 @@ def test_overrides_are_checked_against_the_config(tmp_path):
     with pytest.raises(
         UserError, match="config.optimizer has no 'lr'; its fields: accum_steps, b1, b2"
     ):
-        sweeps.plan(config, [{"optimizer.lr": 0.1}], str(tmp_path))
+        sweep_runner.plan(config, [{"optimizer.lr": 0.1}], str(tmp_path))
     with pytest.raises(UserError, match="bad value for config.batch_size"):
-        sweeps.apply_overrides(config, {"batch_size": "big"})
+        sweep_runner.apply_overrides(config, {"batch_size": "big"})
     with pytest.raises(UserError, match="group of fields"):
-        sweeps.apply_overrides(config, {"optimizer": 1})
+        sweep_runner.apply_overrides(config, {"optimizer": 1})
     with pytest.raises(UserError, match="share the directory name"):
-        sweeps.plan(config, [{"seed": 1}, {"seed": 1}], str(tmp_path))
+        sweep_runner.plan(config, [{"seed": 1}, {"seed": 1}], str(tmp_path))
 
 
 def test_bad_sweep_input_is_one_line_and_exit_2(tmp_path):

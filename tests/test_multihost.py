@@ -3,8 +3,9 @@
 - The worker mode of this file (run as a script by the tests) trains a BatchNorm ResNet for a
   few steps as process I of 2, each feeding its half of every global batch, and compares the
   result with one device training on the whole batches.
-- The quickstart runs as 2 processes through ``launch/local.py``; its checkpoint restores in a
-  single process with another device count, which evaluates it to the same metrics and trains on.
+- The quickstart runs as 2 processes through ``launch/local.py`` (its output: process 0's lines,
+  marked ``[0]``, without gloo's chatter); its checkpoint restores in a single process with
+  another device count, which evaluates it to the same metrics and trains on.
 - Killing one process makes the other stop with an error within the heartbeat timeout.
 """
 
@@ -224,6 +225,8 @@ def test_quickstart_on_two_processes_resumes_on_one(tmp_path: Path, digits_data_
         workdir, digits_data_dir, "--config.num_train_steps=4", launcher=two_processes, devices=2
     )
     assert console.count("4 cpu device(s) in 2 process(es)") == 1  # process 0 alone prints
+    assert all(line.startswith("[0] ") for line in console.splitlines())  # the launcher says so
+    assert "[Gloo]" not in console  # gloo's "Rank I is connected to N peer ranks" left out
     assert "parallelism, taps convolutions," in console  # oneDNN's call is not partitioned
     assert trained["step"] == 4
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]

@@ -142,19 +142,6 @@ def train_batches(
     return (mix(batch, step) for step, batch in enumerate(batches, start_step))
 
 
-class _PrefetchedEval:
-    """Host eval batches copied to the devices a few batches ahead, on every pass."""
-
-    def __init__(self, split: EvalBatches, shard_batch: ShardBatch) -> None:
-        self._split, self._shard_batch = split, shard_batch
-
-    def __len__(self) -> int:
-        return len(self._split)
-
-    def __iter__(self) -> Iterator[Batch]:
-        return prefetch(iter(self._split), self._shard_batch)
-
-
 def eval_batches(
     config: ml_collections.ConfigDict, *, batch_size: int, shard_batch: ShardBatch
 ) -> EvalBatches:
@@ -168,4 +155,5 @@ def eval_batches(
     if config.pipeline == "device":
         layout = _layout(shard_batch, batch_size // jax.process_count())
         return device_resident.eval_batches(config, layout=layout, **options)
-    return _PrefetchedEval(pipeline(config).eval_batches(config, **options), shard_batch)
+    split = pipeline(config).eval_batches(config, **options)
+    return EvalBatches(lambda: prefetch(iter(split), shard_batch), len(split))

@@ -35,6 +35,7 @@ from jaxcnn.data.boxes import erase_box
 from jaxcnn.data.interface import (
     Batch,
     DatasetInfo,
+    EvalBatches,
     Preprocessing,
     resolve_preprocessing,
     split_names,
@@ -303,21 +304,6 @@ def train_iterator(
         step += 1
 
 
-class _EvalSplit:
-    """An eval split placed on the devices once; each iteration builds its batches there."""
-
-    def __init__(self, batch_fn: Callable, images: jax.Array, labels: jax.Array, num_batches: int):
-        self._batch_fn, self._images, self._labels = batch_fn, images, labels
-        self._num_batches = num_batches
-
-    def __len__(self) -> int:
-        return self._num_batches
-
-    def __iter__(self) -> Iterator[Batch]:
-        for index in range(self._num_batches):
-            yield self._batch_fn(self._images, self._labels, index)
-
-
 def eval_batches(
     config: ml_collections.ConfigDict,
     *,
@@ -325,7 +311,7 @@ def eval_batches(
     process_index: int = 0,
     process_count: int = 1,
     layout: BatchLayout | None = None,
-) -> _EvalSplit:
+) -> EvalBatches:
     """Padded, masked eval batches of global size ``batch_size`` (laid out as in
     :func:`train_iterator`); each process covers a contiguous part of the eval split, as in
     the streaming pipeline."""
@@ -348,4 +334,8 @@ def eval_batches(
         count=count,
     )
     batch_fn = _compile(_eval_batch, tuple(options.items()), layout)
-    return _EvalSplit(batch_fn, images, labels, num_batches)
+
+    def one_pass() -> Iterator[Batch]:
+        return (batch_fn(images, labels, index) for index in range(num_batches))
+
+    return EvalBatches(one_pass, num_batches)

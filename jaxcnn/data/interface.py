@@ -9,7 +9,7 @@ memory) is a module with the functions of :class:`Pipeline`; ``batches.py`` pick
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, Protocol
 
 import ml_collections
@@ -54,11 +54,21 @@ class Preprocessing:
     eval_split: str
 
 
-class EvalBatches(Iterable[Batch], Protocol):
+class EvalBatches(Iterable[Batch]):
     """One eval split, opened once: every iteration is a full pass of padded, masked batches
-    (``batch["mask"]`` is False on padding), the same number in every process."""
+    (``batch["mask"]`` is False on padding), the same number in every process.
 
-    def __len__(self) -> int: ...
+    ``passes`` starts a pass over what the pipeline opened (a tf.data pipeline, arrays on the
+    devices)."""
+
+    def __init__(self, passes: Callable[[], Iterator[Batch]], num_batches: int) -> None:
+        self._passes, self._num_batches = passes, num_batches
+
+    def __len__(self) -> int:
+        return self._num_batches
+
+    def __iter__(self) -> Iterator[Batch]:
+        return self._passes()
 
 
 class Pipeline(Protocol):

@@ -31,7 +31,13 @@ from jaxcnn.data.augment import (
     resize_center_crop,
 )
 from jaxcnn.data.datasets import Source, open_source
-from jaxcnn.data.interface import Batch, DatasetInfo, Preprocessing, resolve_preprocessing
+from jaxcnn.data.interface import (
+    Batch,
+    DatasetInfo,
+    EvalBatches,
+    Preprocessing,
+    resolve_preprocessing,
+)
 from jaxcnn.data.randaugment import rand_augment
 from jaxcnn.errors import UserError
 
@@ -155,26 +161,13 @@ def train_iterator(
     return ds.as_numpy_iterator()
 
 
-class _EvalSplit:
-    """A tf.data pipeline over this process's part of an eval split, built once."""
-
-    def __init__(self, dataset: tf.data.Dataset, num_batches: int) -> None:
-        self._dataset, self._num_batches = dataset, num_batches
-
-    def __len__(self) -> int:
-        return self._num_batches
-
-    def __iter__(self) -> Iterator[Batch]:
-        return self._dataset.as_numpy_iterator()
-
-
 def eval_batches(
     config: ml_collections.ConfigDict,
     *,
     batch_size: int,
     process_index: int = 0,
     process_count: int = 1,
-) -> _EvalSplit:
+) -> EvalBatches:
     """This process's part of the eval split as host batches of its share of ``batch_size``,
     padded so that all processes get the same number of batches (``mask`` False on padding)."""
     source, spec = open_dataset(config)
@@ -190,9 +183,8 @@ def eval_batches(
     }
     padding = num_batches * batch_size - sizes[process_index]
     ds = ds.concatenate(tf.data.Dataset.from_tensors(filler).repeat(padding))
-    return _EvalSplit(
-        ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE), num_batches
-    )
+    ds = ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+    return EvalBatches(ds.as_numpy_iterator, num_batches)
 
 
 def first_train_images(config: ml_collections.ConfigDict, count: int) -> np.ndarray:

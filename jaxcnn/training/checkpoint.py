@@ -34,16 +34,18 @@ def _fields(state: Any) -> dict[str, Any]:
 class Checkpointer:
     """Saves and restores the train state under ``WORKDIR/checkpoints/STEP``."""
 
-    def __init__(self, workdir: str, *, keep: int) -> None:
+    def __init__(self, workdir: str, *, keep: int, create: bool = True) -> None:
+        """``create=False`` reads an existing run (evaluation, prediction) without creating
+        ``checkpoints/``."""
         self._workdir = os.path.abspath(workdir)
         self._directory = os.path.join(self._workdir, "checkpoints")
-        self._keep = keep
+        self._keep, self._create = keep, create
         self._manager = self._open()
 
     def _open(self) -> ocp.CheckpointManager:
         return ocp.CheckpointManager(
             self._directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=True),
+            options=ocp.CheckpointManagerOptions(max_to_keep=self._keep, create=self._create),
         )
 
     def restore_latest(
@@ -85,6 +87,9 @@ class Checkpointer:
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
+
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any) -> None:
         """Start saving ``state`` (asynchronously); a no-op if ``step`` is already saved."""

@@ -7,7 +7,8 @@ reads each run's ``config.json``, ``metrics.jsonl`` and ``results.json`` and wri
 - ``report.md`` and ``report.csv``: one row per run with the config fields that differ between
   runs, final and best evaluation metrics, steps, training time and throughput;
 - ``curves.png``: training loss and accuracy and evaluation loss and accuracy against steps,
-  one line per run;
+  one line per run, labelled by the run's name (wrapped; the settings that differ are in the
+  table);
 - ``final_accuracy.png``: the final evaluation accuracy of every run, side by side.
 
 A directory with a ``reproductions.json`` (``reproductions/``) gets the table of reproduced
@@ -20,7 +21,9 @@ import csv
 import json
 import math
 import os
+import re
 import statistics
+import textwrap
 from collections.abc import Sequence
 from typing import Any
 
@@ -102,21 +105,25 @@ def write_tables(rows: Sequence[dict[str, Any]], output_dir: str) -> tuple[str, 
     return md_path, csv_path
 
 
-def run_labels(runs: Sequence[Run], fields: Sequence[str]) -> list[str]:
-    """Legend labels: each run's values of the varying fields (short names where unambiguous)."""
-    if not fields:
-        return [run.name for run in runs]
-    leaves = [field.rsplit(".", 1)[-1] for field in fields]
-    names = [
-        leaf if leaves.count(leaf) == 1 else field
-        for leaf, field in zip(leaves, fields, strict=True)
-    ]
-    return [
-        ", ".join(
-            f"{n}={_markdown_cell(run.config.get(f))}" for n, f in zip(names, fields, strict=True)
-        )
-        for run in runs
-    ]
+LABEL_WIDTH = 40  # characters per line of a run's label in the plots
+
+
+def wrap_label(name: str, width: int = LABEL_WIDTH) -> str:
+    """``name`` on lines of at most ``width`` characters, broken after its commas where it can
+    (a sweep point's name lists its overrides) and inside longer pieces where it must."""
+    lines: list[str] = []
+    for piece in re.split(r"(?<=,)", name):
+        if lines and len(lines[-1]) + len(piece) <= width:
+            lines[-1] += piece
+        else:
+            lines += textwrap.wrap(piece, width, break_on_hyphens=False) or [piece]
+    return "\n".join(lines)
+
+
+def run_labels(runs: Sequence[Run]) -> list[str]:
+    """Legend and axis labels: each run's name (the ``run`` column of the table, which also
+    holds the settings that differ), wrapped so that long names stay inside the figure."""
+    return [wrap_label(run.name) for run in runs]
 
 
 def _new_figure(width: float, height: float):
@@ -128,11 +135,16 @@ def _new_figure(width: float, height: float):
     return figure
 
 
-def plot_curves(runs: Sequence[Run], labels: Sequence[str], path: str, title: str) -> None:
-    """Training and evaluation loss and accuracy against steps, one line per run."""
+def plot_curves(runs: Sequence[Run], labels: Sequence[str], path: str, title: str):
+    """Training and evaluation loss and accuracy against steps, one line per run, and a legend
+    of every run below (the figure grows with it); returns the figure."""
+    from matplotlib.lines import Line2D
     from matplotlib.ticker import MaxNLocator
 
-    figure = _new_figure(12, 8)
+    columns = min(len(runs), 3)
+    lines_per_row = max(label.count("\n") + 1 for label in labels)
+    legend_lines = math.ceil(len(runs) / columns) * lines_per_row
+    figure = _new_figure(12, 7.5 + 0.2 * legend_lines)
     panels = [
         ("train", "loss", "Training loss (mean of each logging window)"),
         ("train", "accuracy", "Training accuracy (mean of each logging window)"),
@@ -154,15 +166,18 @@ def plot_curves(runs: Sequence[Run], labels: Sequence[str], path: str, title: st
         ax.grid(alpha=0.3)
     for ax in axes[-1]:
         ax.set_xlabel("training step")
-    handles, legend_labels = axes.flat[0].get_legend_handles_labels()
-    figure.legend(handles, legend_labels, loc="outside lower center", ncols=min(len(runs), 2))
+    handles = [Line2D([], [], color=f"C{i % 10}") for i in range(len(runs))]
+    figure.legend(handles, labels, loc="outside lower center", ncols=columns)
     figure.suptitle(title)
     figure.savefig(path, dpi=100)
+    return figure
 
 
-def plot_final_accuracy(rows: Sequence[dict[str, Any]], labels: Sequence[str], path: str) -> None:
-    """A horizontal bar per run: its final evaluation accuracy, written on the bar."""
-    figure = _new_figure(9, 1.5 + 0.45 * len(rows))
+def plot_final_accuracy(rows: Sequence[dict[str, Any]], labels: Sequence[str], path: str):
+    """A horizontal bar per run: its final evaluation accuracy, written on the bar; returns
+    the figure."""
+    lines = max(label.count("\n") + 1 for label in labels)
+    figure = _new_figure(9, 1.5 + 0.2 * max(2, lines) * len(rows))
     ax = figure.subplots()
     accuracies = [row["eval_accuracy"] for row in rows]
     positions = range(len(rows))
@@ -175,6 +190,7 @@ def plot_final_accuracy(rows: Sequence[dict[str, Any]], labels: Sequence[str], p
     ax.set_title("Final evaluation accuracy per run")
     ax.grid(axis="x", alpha=0.3)
     figure.savefig(path, dpi=100)
+    return figure
 
 
 def write_report(directory: str, output_dir: str = "") -> list[str]:
@@ -184,7 +200,7 @@ def write_report(directory: str, output_dir: str = "") -> list[str]:
     os.makedirs(output_dir, exist_ok=True)
     fields = varying_fields(runs)
     rows = [summarize(run, fields) for run in runs]
-    labels = run_labels(runs, fields)
+    labels = run_labels(runs)
     curves = os.path.join(output_dir, "curves.png")
     final = os.path.join(output_dir, "final_accuracy.png")
     title = f"{os.path.basename(os.path.abspath(directory))}: {len(runs)} run(s)"

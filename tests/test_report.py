@@ -112,3 +112,34 @@ def test_bad_directories(tmp_path):
     assert result.stderr.strip().splitlines() == [
         f"error: directory {str(tmp_path / 'missing')!r} not found"
     ]
+
+
+def test_plots_label_runs_by_name_inside_the_figure(tmp_path):
+    """Sweep points are named after their overrides: the plots label each run by that name,
+    wrapped, and no label runs off the figure."""
+    from jaxcnn.report import plot_curves, plot_final_accuracy, run_labels
+
+    names = [
+        f"optimizer.learning_rate={lr},batch_size={bs},dataset.randaugment_magnitude=9.0"
+        for lr in (0.001, 0.003, 0.01)
+        for bs in (32, 64)
+    ]
+    for name in names:
+        _make_run(tmp_path / name, lr=0.1, records=[_train(10, 0.9), _eval(10, 0.5)])
+    runs = find_runs(str(tmp_path))
+    labels = run_labels(runs)
+    assert [label.replace("\n", "") for label in labels] == [run.name for run in runs]
+    assert all(len(line) <= 40 for label in labels for line in label.split("\n"))
+    curves = plot_curves(runs, labels, str(tmp_path / "curves.png"), "title")
+    rows = [{"eval_accuracy": 0.5} for _ in runs]
+    final = plot_final_accuracy(rows, labels, str(tmp_path / "final.png"))
+    for figure, texts in [
+        (curves, curves.legends[0].get_texts()),
+        (final, final.axes[0].get_yticklabels()),
+    ]:
+        renderer = figure.canvas.get_renderer()
+        assert sorted(t.get_text() for t in texts) == sorted(labels)
+        for text in texts:
+            box = text.get_window_extent(renderer)
+            assert box.x0 >= 0 and box.x1 <= figure.bbox.width, text.get_text()
+            assert box.y0 >= 0 and box.y1 <= figure.bbox.height, text.get_text()

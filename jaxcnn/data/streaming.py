@@ -119,17 +119,24 @@ def _train_preprocess(source: Source, spec: Preprocessing):
 def _eval_preprocess(source: Source, spec: Preprocessing):
     """``fn(example) -> {'image', 'label', 'mask'}``: decode, resize (and center-crop after
     Inception-style training crops), normalise."""
-    center_crop = spec.augment == "inception_crop"
 
     def preprocess(example: dict) -> dict:
-        image = _decode(example["image"], source.image_shape)
-        image = _to_model_input(image, spec, resize=not center_crop)
-        if center_crop:
-            image = resize_center_crop(image, spec.image_shape[0])
-        image = tf.ensure_shape(_normalize(image, spec), spec.image_shape)
+        image = eval_image(_decode(example["image"], source.image_shape), spec)
+        image = tf.ensure_shape(image, spec.image_shape)
         return {"image": image, "label": tf.cast(example["label"], tf.int32), "mask": True}
 
     return preprocess
+
+
+def eval_image(image: tf.Tensor, spec: Preprocessing) -> tf.Tensor:
+    """A decoded image (HWC, any size, the model's or 1 or 3 channels) as the model sees it in
+    evaluation: resized (and center-cropped after Inception-style training crops), normalised.
+    Also the way an image file from outside the dataset becomes a model input."""
+    center_crop = spec.augment == "inception_crop"
+    image = _to_model_input(image, spec, resize=not center_crop)
+    if center_crop:
+        image = resize_center_crop(image, spec.image_shape[0])
+    return _normalize(image, spec)
 
 
 def train_iterator(

@@ -138,8 +138,9 @@ def _feature_maps(run, calls, inputs, shown, names, output, page) -> list[str]:
         page.add(
             "Feature maps",
             path,
-            f"{name}: the output of each stage, the {CHANNELS_PER_STAGE} channels with the "
-            "largest mean absolute activation, each scaled to its own range (bright: strong).",
+            f"{name}: the output of each stage, its channels of largest mean absolute "
+            f"activation (at most {CHANNELS_PER_STAGE}), each scaled to its own range (bright: "
+            "strong).",
         )
         paths.append(path)
     return paths

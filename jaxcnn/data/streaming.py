@@ -61,6 +61,7 @@ def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
         image_shape=spec.image_shape,
         num_train_examples=splits[spec.train_split].num_examples,
         num_eval_examples=splits[spec.eval_split].num_examples,
+        class_names=source.class_names,
     )
 
 
@@ -116,17 +117,26 @@ def _train_preprocess(source: Source, spec: Preprocessing):
     return preprocess
 
 
-def _eval_preprocess(source: Source, spec: Preprocessing):
-    """``fn(example) -> {'image', 'label', 'mask'}``: decode, resize (and center-crop after
-    Inception-style training crops), normalise."""
+def eval_image(
+    encoded: tf.Tensor, stored_shape: tuple[int | None, int | None, int], spec: Preprocessing
+) -> tf.Tensor:
+    """The model input that evaluation makes of one encoded image: decoded with the dataset's
+    stored channels (``stored_shape``; None for sizes that vary), resized (or, after
+    Inception-style training crops, resized and center-cropped) and normalised. Prediction
+    (:mod:`jaxcnn.prediction`) calls it with ``(None, None, channels)`` for files of any size."""
+    image = _decode(encoded, stored_shape)
     center_crop = spec.augment == "inception_crop"
+    image = _to_model_input(image, spec, resize=not center_crop)
+    if center_crop:
+        image = resize_center_crop(image, spec.image_shape[0])
+    return tf.ensure_shape(_normalize(image, spec), spec.image_shape)
+
+
+def _eval_preprocess(source: Source, spec: Preprocessing):
+    """``fn(example) -> {'image', 'label', 'mask'}``: :func:`eval_image` and the label."""
 
     def preprocess(example: dict) -> dict:
-        image = _decode(example["image"], source.image_shape)
-        image = _to_model_input(image, spec, resize=not center_crop)
-        if center_crop:
-            image = resize_center_crop(image, spec.image_shape[0])
-        image = tf.ensure_shape(_normalize(image, spec), spec.image_shape)
+        image = eval_image(example["image"], source.image_shape, spec)
         return {"image": image, "label": tf.cast(example["label"], tf.int32), "mask": True}
 
     return preprocess
@@ -210,8 +220,8 @@ def export_arrays(config: ml_collections.ConfigDict, path: str) -> None:
     """Write the decoded train and eval splits of ``config.dataset`` to the ``.npz`` ``path``.
 
     The file holds ``train_image``/``eval_image`` (uint8 NHWC, as stored), ``train_label``/
-    ``eval_label`` (int32) and ``num_classes``; it is written to a temporary name first, so a
-    failure leaves no partial file.
+    ``eval_label`` (int32), ``num_classes`` and ``class_names``; it is written to a temporary
+    name first, so a failure leaves no partial file.
     """
     source, spec = open_dataset(config)
     if None in source.image_shape:
@@ -230,5 +240,6 @@ def export_arrays(config: ml_collections.ConfigDict, path: str) -> None:
         eval_image=eval_image,
         eval_label=eval_label,
         num_classes=np.int32(source.num_classes),
+        class_names=np.asarray(source.class_names, dtype=str),
     )
     os.replace(tmp, path)

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging as std_logging
 import os
+import re
 import runpy
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from jaxcnn.errors import UserError
 
@@ -117,6 +119,47 @@ def _parse_flags(argv: list[str]) -> list[str]:
         fail(explained or " ".join(str(error).split()))
 
 
+def take_overrides(argv: list[str], name: str = "config") -> tuple[list[str], list[str]]:
+    """(``argv`` without its ``--NAME.FIELD=VALUE`` / ``--[no]NAME.FIELD`` arguments, those
+    arguments); the scan stops at ``--``, after which everything is positional."""
+    pattern = re.compile(rf"^--?(no)?{re.escape(name)}\.")
+    rest, overrides = [], []
+    for i, arg in enumerate(argv):
+        if arg == "--":
+            rest += argv[i:]
+            break
+        (overrides if i and pattern.match(arg) else rest).append(arg)
+    return rest, overrides
+
+
+def apply_overrides(
+    config: ml_collections.ConfigDict, overrides: Sequence[str], name: str = "config"
+) -> None:
+    """Set the fields that ``overrides`` name (``--config.a.b=VALUE`` arguments, the syntax of
+    ``jaxcnn.train``) in ``config``, in place, each value parsed as its field's type, as
+    ml_collections does for a config file's overrides. For commands that start from a config
+    a run recorded rather than from a file; an unknown field or a bad value is a
+    :class:`UserError` naming it."""
+    if not overrides:
+        return
+    for arg in overrides:
+        flag = arg.lstrip("-").split("=", 1)[0]
+        flag = flag[2:] if flag.startswith(f"no{name}.") else flag
+        if message := unknown_field_error(config, flag):
+            raise UserError(message)
+    argv = [name, *overrides]
+    flag_values = flags.FlagValues()
+    try:
+        config_flags.DEFINE_config_dict(
+            name, config, flag_values=flag_values, sys_argv=argv, lock_config=False
+        )
+        flag_values(argv)  # sets the fields of ``config`` itself
+    except flags.Error as error:
+        raise UserError(str(error).strip().splitlines()[0]) from None
+    except (config_flags.UnsupportedOperationError, TypeError, ValueError) as error:
+        raise UserError(" ".join(str(error).split())) from None
+
+
 def enable_compilation_cache() -> None:
     """Keep compiled XLA programs across runs, so a resumed or repeated run skips compilation.
 
@@ -159,10 +202,23 @@ def quiet_tensorflow() -> None:
     os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
 
 
-def run(main: Callable[[list[str]], None]) -> None:
+def run(main: Callable[..., None], *, config_overrides: bool = False) -> None:
     """``absl.app.run(main)`` where flag errors and :class:`UserError` end with exit status 2,
-    ``--help`` with 0, and TensorFlow is quiet (:func:`quiet_tensorflow`)."""
+    ``--help`` with 0, and TensorFlow is quiet (:func:`quiet_tensorflow`).
+
+    With ``config_overrides`` (commands that read the config a run recorded: evaluate,
+    predict) the ``--config.FIELD=VALUE`` arguments are taken out before the flags are parsed
+    and handed over as ``main(argv, overrides)``, to apply with :func:`apply_overrides` once
+    the command has the config."""
     quiet_tensorflow()
+    overrides: list[str] = []
+
+    def parse(argv: list[str]) -> list[str]:
+        if not config_overrides:
+            return _parse_flags(argv)
+        rest, taken = take_overrides(argv)
+        overrides.extend(taken)
+        return _parse_flags(rest)
 
     def guarded(argv: list[str]) -> None:
         # Orbax and tfds log every step of their work at INFO; warnings still show.
@@ -170,8 +226,8 @@ def run(main: Callable[[list[str]], None]) -> None:
         std_logging.getLogger("absl").addFilter(_WithoutDuplicateNoise())
         enable_compilation_cache()
         try:
-            main(argv)
+            main(argv, overrides) if config_overrides else main(argv)
         except UserError as error:
             fail(str(error))
 
-    app.run(guarded, flags_parser=_parse_flags)
+    app.run(guarded, flags_parser=parse)

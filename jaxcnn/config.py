@@ -8,6 +8,7 @@ reference prescribes, so every experiment accepts the same command-line override
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +98,21 @@ def base_config() -> ml_collections.ConfigDict:
     config.schedule.step_epochs = ()  # step: epochs at which the rate is multiplied ...
     config.schedule.step_factor = 0.1  # ... by this factor
 
+    # Fine-tuning: start from another run's weights instead of a random initialisation.
+    # '' = off; WORKDIR (its newest checkpoint) or WORKDIR:STEP, taking the weights it reports
+    # (its moving average where it kept one); or a file of variables: .msgpack
+    # (flax.serialization of {'params', 'batch_stats'}) or .npz (arrays named by their paths,
+    # 'params/head/kernel'). Parameters whose shape differs (the classifier head for another
+    # number of classes) keep their fresh initialisation. A run with checkpoints of its own
+    # resumes from them instead.
+    config.init_from = ""
+    # Comma-separated regexes of parameter paths that keep their fresh initialisation even
+    # where init_from has them in the same shape (e.g. 'head' for a head of other classes).
+    config.init_fresh = ""
+    # Comma-separated regexes of the parameter paths that train; '' = all. The others are
+    # frozen (an optimizer.lr_multipliers factor of 0); BatchNorm statistics still update.
+    config.trainable = ""
+
     config.label_smoothing = 0.0  # mix this much of the uniform distribution into targets
     config.aux_loss_weight = 0.3  # weight of auxiliary classifier losses (GoogLeNet)
 
@@ -181,6 +197,21 @@ _RANGES: dict[str, Callable[[Any], str | None]] = {
 }
 
 
+def path_patterns(field: str, text: str) -> list[re.Pattern]:
+    """The regexes of a comma-separated field of parameter-path patterns (``trainable``,
+    ``init_fresh``); a pattern that does not compile is a :class:`UserError`."""
+    patterns = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        try:
+            patterns.append(re.compile(item))
+        except re.error as error:
+            raise UserError(
+                f"{field}: {item!r} is not a regular expression ({error}); give comma-separated "
+                "regexes of parameter paths such as 'head' or 'stage3/.*/conv'"
+            ) from None
+    return patterns
+
+
 def check_config(config: ml_collections.ConfigDict) -> None:
     """Raise a one-line :class:`UserError` for the first field out of its valid range, before
     anything is built or trained (``num_epochs`` only matters without ``num_train_steps``)."""
@@ -193,6 +224,8 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         problem = check(node) if isinstance(node, int | float) else "a number"
         if problem:
             raise UserError(f"{name}={node} is out of range; valid: {problem}")
+    for field in ("trainable", "init_fresh"):
+        path_patterns(field, config[field])
     if config.model.dtype == "float16":
         raise UserError(
             "model.dtype=float16 needs loss scaling, which jaxcnn does not do; use bfloat16 "

@@ -196,6 +196,7 @@ def test_steps_per_dispatch_trains_the_same_steps(digits_data_dir, tmp_path, mon
         ("--config.eval_tta=rotate", "unknown eval_tta 'rotate'; valid choices: flip"),
         ("--config.profile_steps=9:3", "profile_steps='9:3' is not START:STOP"),
         ("--config.optimizer.lr_multipliers=bias", "entry 'bias' is not REGEX=FACTOR"),
+        ("--config.init_from=/no/such/run", "init_from: '/no/such/run' is not a directory"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(override, expected, digits_data_dir, tmp_path):

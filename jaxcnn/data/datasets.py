@@ -55,6 +55,11 @@ class Source:
     def num_classes(self) -> int:
         return self.builder.info.features["label"].num_classes
 
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """The label's names by class id (tfds gives '0', '1', ... where a dataset has none)."""
+        return tuple(self.builder.info.features["label"].names)
+
     def part_sizes(self, split: str, num_parts: int) -> list[int]:
         """Example counts of the ``num_parts`` even parts of ``split``."""
         splits = self.builder.info.splits

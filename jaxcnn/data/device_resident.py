@@ -116,6 +116,8 @@ def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
         image_shape=_spec(config, arrays).image_shape,
         num_train_examples=len(arrays["train_label"]),
         num_eval_examples=len(arrays["eval_label"]),
+        # Caches written before class names were kept have none.
+        class_names=tuple(str(name) for name in arrays.get("class_names", ())),
     )
 
 

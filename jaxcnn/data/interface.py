@@ -35,6 +35,13 @@ class DatasetInfo:
     image_shape: tuple[int, int, int]  # as fed to the model, after resizing
     num_train_examples: int
     num_eval_examples: int
+    # The label's names, by class id, where the dataset has them (tfds ClassLabel names,
+    # image_folder's folder names); () where it does not. Evaluation and prediction show them.
+    class_names: tuple[str, ...] = ()
+
+    def class_name(self, index: int) -> str:
+        """The name of class ``index``, or its number where the dataset names none."""
+        return self.class_names[index] if index < len(self.class_names) else str(index)
 
 
 @dataclasses.dataclass(frozen=True)

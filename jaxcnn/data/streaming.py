@@ -61,10 +61,13 @@ def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
         image_shape=spec.image_shape,
         num_train_examples=splits[spec.train_split].num_examples,
         num_eval_examples=splits[spec.eval_split].num_examples,
+        class_names=source.class_names,
     )
 
 
-def _decode(encoded: tf.Tensor, stored_shape: tuple) -> tf.Tensor:
+def decode_image(encoded: tf.Tensor, stored_shape: tuple) -> tf.Tensor:
+    """An encoded image decoded to the dataset's stored channels (``stored_shape``; None for
+    sizes that vary)."""
     image = tf.io.decode_image(encoded, channels=stored_shape[-1], expand_animations=False)
     return tf.ensure_shape(image, stored_shape)
 
@@ -97,7 +100,7 @@ def _train_preprocess(source: Source, spec: Preprocessing):
             channels = source.image_shape[-1]
             image = decode_random_resized_crop(example["image"], crop_seed, channels)
         else:
-            image = _decode(example["image"], source.image_shape)
+            image = decode_image(example["image"], source.image_shape)
         image = _to_model_input(image, spec)
         if augment is not None:
             image = augment(image, augment_seed)
@@ -121,7 +124,7 @@ def _eval_preprocess(source: Source, spec: Preprocessing):
     Inception-style training crops), normalise."""
 
     def preprocess(example: dict) -> dict:
-        image = eval_image(_decode(example["image"], source.image_shape), spec)
+        image = eval_image(decode_image(example["image"], source.image_shape), spec)
         image = tf.ensure_shape(image, spec.image_shape)
         return {"image": image, "label": tf.cast(example["label"], tf.int32), "mask": True}
 
@@ -203,7 +206,7 @@ def first_train_images(config: ml_collections.ConfigDict, count: int) -> np.ndar
 
 def _decoded_split(source: Source, split: str) -> tuple[np.ndarray, np.ndarray]:
     ds = source.read(split).map(
-        lambda example: (_decode(example["image"], source.image_shape), example["label"]),
+        lambda example: (decode_image(example["image"], source.image_shape), example["label"]),
         num_parallel_calls=tf.data.AUTOTUNE,
     )
     images, labels = [], []
@@ -217,8 +220,8 @@ def export_arrays(config: ml_collections.ConfigDict, path: str) -> None:
     """Write the decoded train and eval splits of ``config.dataset`` to the ``.npz`` ``path``.
 
     The file holds ``train_image``/``eval_image`` (uint8 NHWC, as stored), ``train_label``/
-    ``eval_label`` (int32) and ``num_classes``; it is written to a temporary name first, so a
-    failure leaves no partial file.
+    ``eval_label`` (int32), ``num_classes`` and ``class_names``; it is written to a temporary
+    name first, so a failure leaves no partial file.
     """
     source, spec = open_dataset(config)
     if None in source.image_shape:
@@ -237,5 +240,6 @@ def export_arrays(config: ml_collections.ConfigDict, path: str) -> None:
         eval_image=eval_image,
         eval_label=eval_label,
         num_classes=np.int32(source.num_classes),
+        class_names=np.asarray(source.class_names, dtype=str),
     )
     os.replace(tmp, path)

@@ -18,6 +18,8 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 from jaxcnn.errors import UserError
@@ -29,6 +31,23 @@ def _fields(state: Any) -> dict[str, Any]:
     """The state's fields by name, without those that are None."""
     values = {f.name: getattr(state, f.name) for f in dataclasses.fields(state)}
     return {k: v for k, v in values.items() if v is not None}
+
+
+def read_saved_state(workdir: str, step: int) -> dict[str, Any]:
+    """The fields of the train state saved at ``step`` in ``workdir``, as numpy arrays in the
+    shapes stored, whatever model, optimizer and devices wrote them: another run's weights
+    for ``init_from``. Nothing there is created or changed."""
+    manager = ocp.CheckpointManager(
+        os.path.join(os.path.abspath(workdir), "checkpoints"),
+        item_handlers=ocp.StandardCheckpointHandler(),
+        options=ocp.CheckpointManagerOptions(create=False),
+    )
+    try:
+        stored = dict(manager.item_metadata(step))
+        target = jax.tree.map(lambda array: np.zeros(array.shape, array.dtype), stored)
+        return manager.restore(step, args=ocp.args.StandardRestore(target))
+    finally:
+        manager.close()
 
 
 class Checkpointer:

@@ -18,11 +18,12 @@ Metrics = dict[str, float]
 
 class Evaluator:
     """Metrics of a train state on the eval splits of ``setup``, by record name: ``eval`` for
-    the first (reported) split, ``eval:SPLIT`` for the others."""
+    the first (reported) split, ``eval:SPLIT`` for the others. With ``confusion``,
+    :meth:`totals` holds each pass's confusion matrix too (``python -m jaxcnn.evaluate``)."""
 
-    def __init__(self, setup: Setup) -> None:
+    def __init__(self, setup: Setup, confusion: bool = False) -> None:
         self.setup = setup
-        self._step = setup.parallel.compile_eval(setup.eval_step())
+        self._step = setup.parallel.compile_eval(setup.eval_step(confusion=confusion))
         batch_size, shard = setup.config.eval_batch_size, setup.parallel.shard_batch
         self.splits = {
             "eval" if i == 0 else f"eval:{dataset.eval_split}": data.eval_batches(
@@ -31,22 +32,18 @@ class Evaluator:
             for i, dataset in enumerate(setup.eval_datasets)
         }
 
-    def evaluate_weights(self, variables: dict[str, Any], batches: data.EvalBatches) -> Metrics:
-        """Loss, accuracy (and top-5 accuracy) of ``variables`` over one pass of ``batches``."""
+    def totals(self, variables: dict[str, Any], batches: data.EvalBatches) -> dict[str, Any]:
+        """The eval step's sums over one pass of ``batches`` (summed on the devices), as
+        numpy values on the host."""
         totals = None
         for batch in batches:
             sums = self._step(variables, batch)
             totals = sums if totals is None else tree_add(totals, sums)
-        totals = self.setup.parallel.metrics_to_host(totals)
-        count = float(totals["count"])
-        metrics = {
-            "loss": float(totals["loss"]) / count,
-            "accuracy": float(totals["correct"]) / count,
-            "num_examples": count,
-        }
-        if "correct_top5" in totals:
-            metrics["top5_accuracy"] = float(totals["correct_top5"]) / count
-        return metrics
+        return self.setup.parallel.metrics_to_host(totals)
+
+    def evaluate_weights(self, variables: dict[str, Any], batches: data.EvalBatches) -> Metrics:
+        """Loss, accuracy (and top-5 accuracy) of ``variables`` over one pass of ``batches``."""
+        return metrics_from_totals(self.totals(variables, batches))
 
     def __call__(self, state: TrainState) -> dict[str, Metrics]:
         """Every split's metrics of the trained weights, and with an EMA the average's as
@@ -59,6 +56,19 @@ class Evaluator:
                 metrics.update({f"ema_{k}": v for k, v in ema.items() if k != "num_examples"})
             results[name] = metrics
         return results
+
+
+def metrics_from_totals(totals: dict[str, Any]) -> Metrics:
+    """Mean loss, accuracy (and top-5 accuracy) and the example count of an eval pass's sums."""
+    count = float(totals["count"])
+    metrics = {
+        "loss": float(totals["loss"]) / count,
+        "accuracy": float(totals["correct"]) / count,
+        "num_examples": count,
+    }
+    if "correct_top5" in totals:
+        metrics["top5_accuracy"] = float(totals["correct_top5"]) / count
+    return metrics
 
 
 def report_eval(metrics: Metrics) -> dict[str, Any]:

@@ -2,10 +2,11 @@
 
 The story of a run: build its parts from the config (``setup.py``); lock the workdir; resume
 from the newest intact checkpoint there, or initialise (fitting any data-dependent
-parameters); train, dispatching several steps per call up to the next periodic action —
-logging (which stops a diverged run), checkpointing (never of non-finite state), evaluation
-(``evaluation.py``), profiling (``actions.py``); stop early on a signal; write the final
-metrics to ``workdir/results.json``; and, however it ends, close what it opened.
+parameters, then taking another run's weights with ``init_from``: ``init_from.py``); train,
+dispatching several steps per call up to the next periodic action — logging (which stops a
+diverged run), checkpointing (never of non-finite state), evaluation (``evaluation.py``),
+profiling (``actions.py``); stop early on a signal; write the final metrics to
+``workdir/results.json``; and, however it ends, close what it opened.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import numpy as np
 
 from jaxcnn import data, hardware
 from jaxcnn.kernels import onednn
+from jaxcnn.training import init_from
 from jaxcnn.training.actions import Every, Profiler
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.evaluation import Evaluator, Metrics, report_eval
+from jaxcnn.training.optim import count_trainable
 from jaxcnn.training.parallel import to_host
 from jaxcnn.training.setup import Setup, build_setup
 from jaxcnn.training.state import TrainState
@@ -83,6 +86,7 @@ def train(setup: Setup, workdir: str, *, started: float | None = None) -> dict[s
     the final results, also written to ``workdir/results.json``."""
     started = time.perf_counter() if started is None else started
     profiler = Profiler(setup.config.profile_steps, workdir)
+    init_from.check_before_start(setup.config.init_from, workdir)  # before the workdir exists
     prepare_workdir(workdir)
     lock = WorkdirLock(workdir)  # one run per workdir
     checkpointer = writer = None
@@ -128,9 +132,11 @@ def train(setup: Setup, workdir: str, *, started: float | None = None) -> dict[s
 
 
 def restore_or_initialise(setup: Setup, checkpointer: Checkpointer) -> tuple[TrainState, int]:
-    """(state, its step): the newest intact checkpoint's, or a fresh one whose data-dependent
-    parameters (a model's ``data_init``, e.g. a whitening layer) are fitted to training images.
-    Resuming comes first, so a restarted run never re-initialises."""
+    """(state, its step), in this order of precedence: the newest intact checkpoint's; else a
+    fresh one with the weights of ``init_from`` (another run's, for fine-tuning) where they
+    fit; else a fresh one whose data-dependent parameters (a model's ``data_init``, e.g. a
+    whitening layer) are fitted to training images. Resuming comes first, so a restarted run
+    never re-initialises."""
     parallel = setup.parallel
     step, restored = checkpointer.restore_latest(
         parallel.checkpoint_target(setup.abstract_state), report=console
@@ -138,13 +144,15 @@ def restore_or_initialise(setup: Setup, checkpointer: Checkpointer) -> tuple[Tra
     if step:
         console(f"Resuming from the checkpoint at step {step}.")
         return parallel.from_checkpoint(restored), step
-    model = setup.model
-    if not hasattr(model, "data_init"):
-        return parallel.init(setup.init_fn()), 0
-    images = data.first_train_images(setup.dataset, model.data_init_examples)
-    fitted = model.data_init(images)
-    console(f"Initialised {', '.join(fitted)} from {len(images)} training images.")
-    return parallel.init(setup.init_fn(fitted)), 0
+    model, fitted = setup.model, None
+    if hasattr(model, "data_init"):
+        images = data.first_train_images(setup.dataset, model.data_init_examples)
+        fitted = model.data_init(images)
+        console(f"Initialised {', '.join(fitted)} from {len(images)} training images.")
+    state = parallel.init(setup.init_fn(fitted))
+    if setup.config.init_from:  # what it provides replaces the fresh (and fitted) values
+        state = init_from.initialise(state, setup.config, parallel)
+    return state, 0
 
 
 def _announce(setup: Setup) -> None:
@@ -153,8 +161,12 @@ def _announce(setup: Setup) -> None:
     conv_impl = setup.model.layers.conv_impl
     if config.conv_impl == "auto" and conv_impl == "taps" and (reason := onednn.load()):
         conv_impl += f" (oneDNN is unavailable: {reason})"
+    trained = ""
+    if config.trainable:
+        count = count_trainable(setup.abstract_state.params, config.trainable)
+        trained = f", {count:,} of them trained"
     console(
-        f"{config.model.name} ({setup.num_params:,} parameters) on {setup.info.name}: "
+        f"{config.model.name} ({setup.num_params:,} parameters{trained}) on {setup.info.name}: "
         f"{setup.total_steps} steps of batch {config.batch_size} on {jax.device_count()} "
         f"{jax.devices()[0].platform} device(s) in {jax.process_count()} process(es), "
         f"{config.parallelism} parallelism, {conv_impl} convolutions, up to "

@@ -6,9 +6,11 @@ import re
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import ml_collections
 import optax
 
+from jaxcnn.config import path_patterns
 from jaxcnn.errors import UserError, unknown_choice
 
 OPTIMIZERS = ("sgd", "adamw", "rmsprop", "lars", "lamb")
@@ -96,24 +98,51 @@ def param_path(path: tuple[Any, ...]) -> str:
     return "/".join(str(getattr(key, "key", getattr(key, "idx", key))) for key in path)
 
 
-def multiplier_tree(params: Any, text: str) -> Any:
-    """Per-parameter factor: that of the first rule of ``text`` whose regex matches (re.search)
-    the parameter's path, else 1."""
+def multiplier_tree(params: Any, text: str, trainable: str = "") -> Any:
+    """Per-parameter factor: 0 for a parameter whose path no regex of ``trainable`` (the config
+    field; '' = all train) matches, else that of the first rule of ``text`` whose regex
+    matches (re.search) the parameter's path, else 1. Freezing is a factor of 0, so
+    ``trainable`` and ``optimizer.lr_multipliers`` are one mechanism."""
     rules = parse_lr_multipliers(text)
+    train = path_patterns("trainable", trainable)
 
     def factor(path: tuple[Any, ...], _: Any) -> float:
         name = param_path(path)
+        if train and not any(pattern.search(name) for pattern in train):
+            return 0.0
         return next((f for pattern, f in rules if pattern.search(name)), 1.0)
 
     return jax.tree_util.tree_map_with_path(factor, params)
 
 
-def scale_by_multipliers(text: str) -> optax.GradientTransformation:
-    """Scale each parameter's update by its factor in ``text`` (0 freezes the parameter)."""
+def count_trainable(params: Any, trainable: str) -> int:
+    """How many of ``params``' numbers ``trainable`` leaves to train; a ``UserError`` when it
+    matches none (a misspelt path would otherwise train nothing, silently)."""
+    factors = multiplier_tree(params, "", trainable)
+    pairs = zip(jax.tree.leaves(factors), jax.tree.leaves(params), strict=True)
+    count = sum(param.size for factor, param in pairs if factor)
+    if trainable and not count:
+        paths = [param_path(path) for path, _ in jax.tree_util.tree_leaves_with_path(params)]
+        shown = ", ".join(paths[:8]) + (", ..." if len(paths) > 8 else "")
+        raise UserError(
+            f"trainable={trainable!r} matches no parameter, so nothing would train; parameter "
+            f"paths: {shown}"
+        )
+    return count
+
+
+def scale_by_multipliers(text: str, trainable: str = "") -> optax.GradientTransformation:
+    """Scale each parameter's update by its factor (:func:`multiplier_tree`); a factor of 0
+    makes the update exactly zero, so a frozen parameter keeps its bits."""
+
+    def scaled(f: float, u: jax.Array) -> jax.Array:
+        if f == 1.0:
+            return u
+        return jnp.zeros_like(u) if f == 0.0 else f * u  # 0 * inf would be NaN
 
     def update(updates, state, params=None):
-        factors = multiplier_tree(updates, text)
-        return jax.tree.map(lambda f, u: u if f == 1.0 else f * u, factors, updates), state
+        factors = multiplier_tree(updates, text, trainable)
+        return jax.tree.map(scaled, factors, updates), state
 
     return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
 
@@ -172,6 +201,6 @@ def make_optimizer(
         )
     else:
         raise unknown_choice("optimizer.name", opt.name, OPTIMIZERS)
-    if opt.lr_multipliers:
-        chain.append(scale_by_multipliers(opt.lr_multipliers))
+    if opt.lr_multipliers or config.trainable:
+        chain.append(scale_by_multipliers(opt.lr_multipliers, config.trainable))
     return optax.chain(*chain)

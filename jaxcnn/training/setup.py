@@ -26,7 +26,7 @@ from jaxcnn import data, models
 from jaxcnn.config import check_config
 from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.models.conv import resolve_impl
-from jaxcnn.training.optim import check_names, make_optimizer, make_schedule
+from jaxcnn.training.optim import check_names, count_trainable, make_optimizer, make_schedule
 from jaxcnn.training.parallel import JitParallel, PmapParallel, make_parallel
 from jaxcnn.training.state import TrainState, init_train_state
 from jaxcnn.training.step import (
@@ -163,10 +163,14 @@ class Setup:
             ema_lookahead=config.ema.lookahead,
         )
 
-    def eval_step(self) -> Callable:
-        """The pure eval step ``(variables, batch) -> metric sums`` (with the config's TTA)."""
+    def eval_step(self, confusion: bool = False) -> Callable:
+        """The pure eval step ``(variables, batch) -> metric sums`` (with the config's TTA; with
+        ``confusion``, the confusion matrix too)."""
         return make_eval_step(
-            self.model, axis_name=self.parallel.axis_name, tta=self.config.eval_tta
+            self.model,
+            axis_name=self.parallel.axis_name,
+            tta=self.config.eval_tta,
+            confusion=confusion,
         )
 
 
@@ -200,7 +204,7 @@ def build_setup(config: ml_collections.ConfigDict, info: data.DatasetInfo | None
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
     )
-    return Setup(
+    setup = Setup(
         config=config,
         parallel=parallel,
         eval_datasets=eval_datasets,
@@ -212,3 +216,6 @@ def build_setup(config: ml_collections.ConfigDict, info: data.DatasetInfo | None
         tx=make_optimizer(config, schedule),
         steps_per_dispatch=per_dispatch,
     )
+    if config.trainable:  # a pattern that matches no parameter fails now, not after training
+        count_trainable(setup.abstract_state.params, config.trainable)
+    return setup

@@ -249,12 +249,13 @@ def check_tta(mode: str) -> None:
 
 
 def make_eval_step(
-    model: nn.Module, *, axis_name: str | None = None, tta: str = "none"
+    model: nn.Module, *, axis_name: str | None = None, tta: str = "none", confusion: bool = False
 ) -> Callable[[dict[str, Any], Batch], Metrics]:
     """``eval_step(variables, batch) -> sums``: loss and correct-prediction sums (top-1, and
     top-5 with more than 5 classes) over the unmasked examples and their count, so that padded
-    batches average correctly. ``tta``
-    averages the logits of test-time views (:func:`tta_logits`)."""
+    batches average correctly. ``tta`` averages the logits of test-time views
+    (:func:`tta_logits`). With ``confusion`` the sums include ``confusion``, the (true class,
+    predicted class) counts, summed on the device; training's evaluations leave it out."""
     check_tta(tta)
 
     def eval_step(variables: dict[str, Any], batch: Batch) -> Metrics:
@@ -269,6 +270,11 @@ def make_eval_step(
         }
         sums = {k: jnp.sum(v * mask) for k, v in per_example.items()}
         sums["count"] = jnp.sum(mask)
+        if confusion:
+            num_classes = logits.shape[-1]
+            truth = jax.nn.one_hot(_class_ids(batch["label"]), num_classes) * mask[:, None]
+            predicted = jax.nn.one_hot(jnp.argmax(logits, -1), num_classes)
+            sums["confusion"] = truth.T @ predicted  # exact counts below 2**24 per cell
         return jax.lax.psum(sums, axis_name) if axis_name else sums
 
     return eval_step

@@ -18,6 +18,7 @@ from typing import Any
 
 import ml_collections
 
+from jaxcnn.config import base_config
 from jaxcnn.errors import UserError
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.setup import Setup, build_setup
@@ -45,14 +46,21 @@ class TrainedRun:
 
 
 def recorded_config(workdir: str) -> ml_collections.ConfigDict:
-    """The config the run in ``workdir`` last started with; a ``UserError`` if there is none."""
+    """The config the run in ``workdir`` last started with; a ``UserError`` if there is none.
+
+    It is read onto :func:`~jaxcnn.config.base_config`, so fields added to jaxcnn after the
+    run was recorded have their defaults and every field keeps its type (JSON turns tuples
+    into lists)."""
     paths = glob.glob(os.path.join(workdir, "config.step*.json"))
     steps = {int(m.group(1)): p for p in paths if (m := re.search(r"config\.step(\d+)\.json$", p))}
     path = steps[max(steps)] if steps else os.path.join(workdir, CONFIG_FILE)
     if not os.path.isfile(path):
         raise UserError(f"{workdir} holds no run: {CONFIG_FILE} not found")
     with open(path, encoding="utf-8") as f:
-        return ml_collections.ConfigDict(json.load(f))
+        recorded = json.load(f)
+    config = base_config()
+    config.update(recorded)
+    return config
 
 
 def load_trained(
@@ -62,12 +70,9 @@ def load_trained(
 ) -> TrainedRun:
     """The run in ``workdir`` at checkpoint ``step`` (default: the newest), its config first
     changed by ``change`` (e.g. another eval split). Bad workdirs and steps are ``UserError``s
-    naming what exists."""
+    naming what exists, raised before the model and the dataset are built."""
     config = recorded_config(workdir)
     config.parallelism, config.shard_params = "jit", False  # one program, state in one piece
-    if change is not None:
-        change(config)
-    setup = build_setup(config)
     checkpointer = Checkpointer(workdir, keep=config.keep_checkpoints, create=False)
     try:
         steps = checkpointer.all_steps()
@@ -79,6 +84,9 @@ def load_trained(
                 f"{workdir} has no checkpoint at step {step}; its steps: "
                 + ", ".join(map(str, steps))
             )
+        if change is not None:
+            change(config)
+        setup = build_setup(config)
         target = setup.parallel.checkpoint_target(setup.abstract_state)
         try:
             restored = checkpointer.restore(step, target)

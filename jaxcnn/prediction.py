@@ -4,9 +4,9 @@ Each file is decoded and preprocessed by the streaming pipeline's own evaluation
 (:mod:`jaxcnn.data.streaming`'s ``decode_image`` and ``eval_image``) with the run's config:
 the dataset's stored channel count (an RGB photo fed to a grey-digit model is made grey, as its
 test images were), resizing or resize-and-center-crop, and the run's normalisation; any size,
-any channel count. The model runs with the weights the run reports (its moving average where it kept one) and the run's
-test-time augmentation. A file that cannot be read or decoded is reported and skipped; the
-others are still classified.
+any channel count. The model runs with the weights the run reports (its moving average where it
+kept one) and the run's test-time augmentation. A file that cannot be read or decoded is
+reported and skipped; the others are still classified.
 """
 
 from __future__ import annotations

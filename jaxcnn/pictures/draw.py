@@ -150,32 +150,6 @@ def class_maps(
     return _save(figure, path)
 
 
-def confusion_matrix(matrix: np.ndarray, names: Sequence[str], title: str, path: str) -> str:
-    """Counts of (true class, predicted class), written in the cells for up to 20 classes;
-    class names on the axes for up to 40."""
-    classes = len(names)
-    size = min(9.0, 2.5 + 0.35 * classes)
-    figure = _figure(size + 1.0, size)
-    ax = figure.subplots()
-    shown = np.log1p(matrix) if classes > 20 else matrix
-    image = ax.imshow(shown, cmap="Blues", interpolation="nearest")
-    if classes <= 20:
-        middle = matrix.max() / 2
-        for (i, j), count in np.ndenumerate(matrix):
-            if count:
-                colour = "white" if count > middle else "black"
-                ax.text(j, i, str(count), ha="center", va="center", color=colour, fontsize=7)
-    else:
-        figure.colorbar(image, ax=ax, shrink=0.8, label="log(1 + count)")
-    if classes <= 40:
-        ax.set_xticks(range(classes), names, rotation=90 if classes > 10 else 0, fontsize=7)
-        ax.set_yticks(range(classes), names, fontsize=7)
-    ax.set_xlabel("predicted class")
-    ax.set_ylabel("true class")
-    ax.set_title(title, fontsize=9)
-    return _save(figure, path)
-
-
 def gallery(images: np.ndarray, titles: Sequence[str], path: str, columns: int = 4) -> str:
     """Images in a grid, each with its (multi-line) title."""
     rows = -(-len(images) // columns)

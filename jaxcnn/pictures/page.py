@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxcnn.pictures import cam, draw, filters, images, mistakes, stages, tutorial
+from jaxcnn.plots import plot_confusion_matrix
 from jaxcnn.training.trained import TrainedRun, load_trained
 
 PAGE_FILE = "README.md"
@@ -188,11 +189,12 @@ def _class_maps(run, inputs, shown, labels, class_names, output, page) -> list[s
 def _mistakes(predictions, spec, class_names, output, page) -> list[str]:
     heading = "Mistakes"
     total = int(predictions.confusion.sum())
-    path = draw.confusion_matrix(
+    path = os.path.join(output, "confusion.png")
+    plot_confusion_matrix(
         predictions.confusion,
         class_names,
+        path,
         f"{total} eval images, accuracy {predictions.accuracy:.2%}",
-        os.path.join(output, "confusion.png"),
     )
     page.add(heading, path, "Confusion matrix of the eval split: rows true, columns predicted.")
     paths = [path]

@@ -11,6 +11,11 @@ Auxiliary classifiers (after inception 4a and 4d) run only when ``aux_logits`` i
 ``train=True``; their logits are sown into the ``'aux_logits'`` collection as ``'aux1'`` and
 ``'aux2'``, and ``__call__`` returns only the main logits. Without them the model has
 6,624,904 parameters at 224×224 with 1000 classes.
+
+``transform_input`` (off by default; no parameters) is torchvision's input transform, which its
+pretrained GoogLeNet turns on: the ported weights expect images scaled to [-1, 1], so images
+normalised with the ImageNet mean and std are mapped back to that range, channel by channel,
+``x · std/0.5 + (mean − 0.5)/0.5``. Models imported from torchvision (``jaxcnn.convert``) set it.
 """
 
 from __future__ import annotations
@@ -62,6 +67,11 @@ class Inception(nn.Module):
         return jnp.concatenate([b1, b2, b3, b4], axis=-1)
 
 
+# The ImageNet normalisation that ``transform_input`` undoes (torchvision's constants).
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
 class InceptionAux(nn.Module):
     """Auxiliary classifier: 4×4 average pool → 1×1 conv 128 → dense 1024 → dropout 0.7."""
 
@@ -81,10 +91,12 @@ class InceptionAux(nn.Module):
 
 
 class GoogLeNet(nn.Module):
-    """GoogLeNet; ``aux_logits`` adds the two auxiliary classifiers (training only)."""
+    """GoogLeNet; ``aux_logits`` adds the two auxiliary classifiers (training only);
+    ``transform_input`` rescales ImageNet-normalised inputs to [-1, 1] first (torchvision's)."""
 
     num_classes: int = 1000
     aux_logits: bool = False
+    transform_input: bool = False
     dropout_rate: float = 0.2
     dtype: Any = jnp.float32
     param_dtype: Any = jnp.float32
@@ -93,6 +105,9 @@ class GoogLeNet(nn.Module):
     @nn.compact
     def __call__(self, x: jnp.ndarray, train: bool = False) -> jnp.ndarray:
         kw = dict(dtype=self.dtype, param_dtype=self.param_dtype, layers=self.layers)
+        if self.transform_input:
+            std, mean = jnp.array(IMAGENET_STD), jnp.array(IMAGENET_MEAN)
+            x = (x.astype(jnp.float32) * (std / 0.5) + (mean - 0.5) / 0.5).astype(x.dtype)
         x = ConvBN(64, 7, 2, name="conv1", **kw)(x, train)
         x = max_pool_ceil(x, 3, 2)
         x = ConvBN(64, 1, name="conv2", **kw)(x, train)

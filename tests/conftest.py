@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+# PyTorch's PyPI build (the torch extra) loads triton, whose libraries crash the process
+# (SIGSEGV) when TensorFlow was loaded before them; loading torch first avoids the clash.
+# Without the extra, tests/test_convert.py skips, saying how to install it.
+with contextlib.suppress(ImportError):
+    import torchvision  # noqa: F401
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATASETS = REPO.parent / "shared" / "datasets"

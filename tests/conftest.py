@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -56,3 +58,19 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
         text=True,
         timeout=timeout,
     )
+
+
+def shared_workdir(
+    tmp_path_factory: pytest.TempPathFactory, name: str, train: Callable[[Path], object]
+) -> Path:
+    """The workdir ``name`` that ``train(workdir)`` fills once for the whole session, shared by
+    pytest-xdist's workers: the first to take its lock trains it, the others wait for it."""
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent
+    workdir = shared / name
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (workdir / "results.json").exists():
+            train(workdir)
+    return workdir

@@ -3,9 +3,7 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
 from pathlib import Path
 
 import jax
@@ -23,7 +21,7 @@ from jaxcnn.training.checkpoint import Checkpointer, read_saved_state
 from jaxcnn.training.loop import restore_or_initialise, train_and_evaluate
 from jaxcnn.training.setup import build_setup
 
-from conftest import run_cli
+from conftest import run_cli, shared_workdir
 
 STEPS = 150  # checkpoints at 100 and 150
 
@@ -31,22 +29,16 @@ STEPS = 150  # checkpoints at 100 and 150
 @pytest.fixture(scope="module")
 def trained_run(digits_data_dir: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """One quickstart run with a moving average, shared by this module's tests and by
-    pytest-xdist's workers: the first to take the lock trains it, the others wait for it."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent
-    workdir = shared / "trained_quickstart"
-    with open(shared / "trained_quickstart.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (workdir / "results.json").exists():
-            config = quickstart_config(
-                digits_data_dir,
-                num_train_steps=STEPS,
-                checkpoint_every_steps=100,
-                **{"ema.decay": 0.9},
-            )
-            train_and_evaluate(config, str(workdir))
-    return workdir
+    pytest-xdist's workers."""
+    config = quickstart_config(
+        digits_data_dir,
+        num_train_steps=STEPS,
+        checkpoint_every_steps=100,
+        **{"ema.decay": 0.9},
+    )
+    return shared_workdir(
+        tmp_path_factory, "trained_quickstart", lambda w: train_and_evaluate(config, str(w))
+    )
 
 
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:

@@ -3,10 +3,8 @@ discovery in every family, Grad-CAM, and the pictures of a trained quickstart ru
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import flax.linen as nn
@@ -24,7 +22,7 @@ from jaxcnn.pictures.page import write_pictures
 from jaxcnn.training.loop import train_and_evaluate
 from jaxcnn.training.trained import load_trained
 
-from conftest import run_cli
+from conftest import run_cli, shared_workdir
 
 
 def test_tutorial_examples_through_the_framework():
@@ -133,18 +131,15 @@ def test_grad_cam_points_at_the_evidence():
 @pytest.fixture(scope="module")
 def digits_run(digits_data_dir, tmp_path_factory) -> Path:
     """One quickstart run, trained long enough to be accurate (as in test_train), shared by
-    this module's tests in every pytest-xdist worker: the first to arrive trains it."""
-    shared = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        shared = shared.parent
-    workdir = shared / "visualize_digits_run"
-    with open(shared / "visualize_digits_run.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (workdir / "results.json").exists():
-            config = quickstart_config(digits_data_dir, num_epochs=12.0)
-            results = train_and_evaluate(config, str(workdir))
-            assert results["eval"]["accuracy"] >= 0.9
-    return workdir
+    this module's tests in every pytest-xdist worker."""
+
+    def train(workdir: Path) -> None:
+        results = train_and_evaluate(
+            quickstart_config(digits_data_dir, num_epochs=12.0), str(workdir)
+        )
+        assert results["eval"]["accuracy"] >= 0.9
+
+    return shared_workdir(tmp_path_factory, "visualize_digits_run", train)
 
 
 def test_pictures_of_a_trained_digits_model(digits_run):

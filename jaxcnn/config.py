@@ -134,8 +134,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.shard_params = False  # jit: split params and optimizer state over devices (FSDP)
     # Convolutions: onednn (oneDNN's kernels through an XLA custom call, CPU only) | taps
     # (kernel gradients as one matmul per kernel tap, depthwise convolutions as sums over taps)
-    # | xla (XLA's own) | auto (onednn on one CPU device where it builds, taps on other CPU
-    # set-ups, xla on GPU/TPU). See jaxcnn/models/conv.py.
+    # | xla (XLA's own) | auto (onednn on CPU where it builds, on any number of devices; taps
+    # on CPU where it does not, xla on GPU/TPU). See jaxcnn/models/conv.py.
     config.conv_impl = "auto"
     # Train steps per compiled call (a lax.scan over that many batches); 0 = auto: 8 on CPU,
     # where it saves XLA re-allocating the step's buffers each call, 1 on GPU/TPU.

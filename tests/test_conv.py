@@ -3,6 +3,7 @@ depthwise convolution) must give XLA's values for every stride, padding and dila
 where the model says."""
 
 import functools
+import json
 import os
 import platform
 import re
@@ -44,14 +45,21 @@ def _assert_close(result: jax.Array, reference: jax.Array, tolerance: float = 1e
     np.testing.assert_allclose(result, reference, rtol=0, atol=tolerance * scale)
 
 
-def _forward_and_grads(conv_fn, x, w, **kwargs):
+def _jitted(conv_fn, **kwargs):
+    """The jitted convolution, and the gradient of a loss of it with respect to both operands."""
+
     def apply(x, w):
         return conv_fn(x, w, dimension_numbers=NHWC, **kwargs)
 
     def loss(x, w):
         return jnp.sum(jnp.sin(apply(x, w)))
 
-    return jax.jit(apply)(x, w), *jax.jit(jax.grad(loss, argnums=(0, 1)))(x, w)
+    return jax.jit(apply), jax.jit(jax.grad(loss, argnums=(0, 1)))
+
+
+def _forward_and_grads(conv_fn, x, w, **kwargs):
+    apply, grad = _jitted(conv_fn, **kwargs)
+    return apply(x, w), *grad(x, w)
 
 
 @pytest.mark.parametrize(
@@ -137,7 +145,6 @@ def test_which_implementation_runs():
     bf16_x, bf16_w = x.astype(jnp.bfloat16), w.astype(jnp.bfloat16)
     assert jax.default_backend() == "cpu" and jax.device_count() == 1
     assert conv.resolve_impl("auto") == "onednn"  # one CPU device
-    assert conv.resolve_impl("auto", num_devices=2) == "taps"  # the custom call is not sharded
     # oneDNN: every float32 NHWC convolution.
     assert onednn.TARGET in _primitives("onednn", x, w, dimension_numbers=NHWC)
     assert onednn.TARGET in _primitives("onednn", x, jnp.ones((3, 3, 1, 4)), **depthwise)
@@ -193,12 +200,8 @@ def _impl_in_a_fresh_process(env: dict[str, str]) -> str:
     return result.stdout
 
 
-def test_auto_falls_back_to_taps(tmp_path):
+def test_auto_without_a_compiler_keeps_taps(tmp_path):
     _require("onednn")
-    # Several devices: the custom call is not partitioned, so auto keeps the taps (an explicit
-    # "onednn" still runs, correctly, on gathered operands).
-    several = _impl_in_a_fresh_process({"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
-    assert several.splitlines() == ["taps"]
     # No compiler to build the custom call with: auto keeps the taps, "onednn" says why not.
     no_compiler = _impl_in_a_fresh_process(
         {"CXX": "no-such-compiler", "JAXCNN_KERNEL_DIR": str(tmp_path)}
@@ -208,6 +211,103 @@ def test_auto_falls_back_to_taps(tmp_path):
         "conv_impl 'onednn' is unavailable here: no C++ compiler (set CXX, or install g++)",
     ]
     assert not list(tmp_path.iterdir())  # nothing half-built left behind
+
+
+def _relative_error(results, references) -> float:
+    return max(
+        float(jnp.abs(result - reference).max() / jnp.abs(reference).max())
+        for result, reference in zip(results, references, strict=True)
+    )
+
+
+def _on_two_devices() -> dict:
+    """(In a process with 2 CPU devices.) What ``auto`` and ``build_model`` choose; the error
+    against XLA's of oneDNN convolutions (forward, both gradients) of a batch sharded over a
+    jit mesh, with the kernel replicated or split (FSDP), of a batch that does not divide over
+    the mesh, and under pmap; the shapes of the custom calls and collectives compiled."""
+    import ml_collections
+    from jax.sharding import NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from jaxcnn.training.parallel import DATA_AXIS, JitParallel, PmapParallel
+    from jaxcnn.training.setup import build_model
+
+    assert jax.device_count() == 2, jax.devices()
+    parallel = JitParallel()
+    model_config = ml_collections.ConfigDict({"name": "resnet20", "dtype": "float32"})
+    jit_layers = build_model(model_config, 10, parallel).layers
+    pmap_layers = build_model(model_config, 10, PmapParallel()).layers
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(4, 9, 9, CHANNELS)).astype(np.float32)
+    w = rng.normal(size=(3, 3, CHANNELS, 4)).astype(np.float32)
+    kwargs = dict(window_strides=(2, 2), padding="SAME")
+    sharded = functools.partial(conv.conv_general_dilated, impl="onednn", mesh=parallel.mesh)
+    reference = _forward_and_grads(lax.conv_general_dilated, x, w, **kwargs)
+
+    def shapes(op: str, hlo: str) -> list[str]:
+        return sorted(re.findall(rf"= (f32\[[\d,]*\])\S* {op}\([^\n]*", hlo))
+
+    report = {
+        "auto": conv.resolve_impl("auto"),
+        "jit_layers": [jit_layers.conv_impl, jit_layers.mesh == parallel.mesh],
+        "pmap_layers": [pmap_layers.conv_impl, pmap_layers.mesh, pmap_layers.norm_axis_name],
+    }
+    for kernel, spec in (("replicated", P()), ("fsdp", P(None, None, None, DATA_AXIS))):
+        xs = jax.device_put(x, NamedSharding(parallel.mesh, P(DATA_AXIS)))
+        ws = jax.device_put(w, NamedSharding(parallel.mesh, spec))
+        hlo = "\n".join(f.lower(xs, ws).compile().as_text() for f in _jitted(sharded, **kwargs))
+        onednn_calls = [c for c in hlo.splitlines() if f'custom_call_target="{onednn.TARGET}"' in c]
+        report[kernel] = {
+            "error": _relative_error(_forward_and_grads(sharded, xs, ws, **kwargs), reference),
+            "onednn_calls": shapes("custom-call", "\n".join(onednn_calls)),
+            "all_gathers": shapes("all-gather", hlo),
+            "all_reduces": shapes("all-reduce", hlo),
+        }
+    odd = _forward_and_grads(sharded, x[:3], w, **kwargs)  # 3 examples on 2 devices: whole
+    report["odd_batch_error"] = _relative_error(
+        odd, _forward_and_grads(lax.conv_general_dilated, x[:3], w, **kwargs)
+    )
+    apply, grad = _jitted(functools.partial(conv.conv_general_dilated, impl="onednn"), **kwargs)
+    per_device = x.reshape(2, 2, *x.shape[1:])
+    y, (dx, dw) = (
+        jax.pmap(apply, in_axes=(0, None))(per_device, w),
+        jax.pmap(grad, in_axes=(0, None))(per_device, w),
+    )
+    report["pmap_error"] = _relative_error(
+        (y.reshape(reference[0].shape), dx.reshape(x.shape), dw.sum(0)), reference
+    )
+    return report
+
+
+@pytest.mark.timeout(120)
+def test_onednn_convolves_each_devices_shard_of_the_batch():
+    """On a 2-device jit mesh each device convolves its half of the batch by oneDNN: no
+    activation is gathered, only the kernel gradient is summed over the devices (and an FSDP
+    kernel gathered), and values equal XLA's; under pmap, too, oneDNN runs per device."""
+    _require("onednn")
+    from test_parallel import cpu_devices_env
+
+    completed = subprocess.run(
+        [sys.executable, __file__],
+        env=cpu_devices_env(2),
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    report = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert report["auto"] == "onednn"
+    assert report["jit_layers"] == ["onednn", True]  # build_model passes the jit mesh
+    assert report["pmap_layers"] == ["onednn", None, "batch"]
+    per_shard = ["f32[2,5,5,4]", "f32[2,5,5,4]", "f32[2,9,9,6]", "f32[3,3,6,4]"]  # y, y, dx, dw
+    for kernel, gathered in (("replicated", []), ("fsdp", ["f32[3,3,6,4]"] * 2)):
+        assert report[kernel]["onednn_calls"] == per_shard, report
+        assert report[kernel]["all_gathers"] == gathered, report  # the kernel only, for FSDP
+        assert report[kernel]["all_reduces"] == ["f32[3,3,6,4]"], report  # the kernel gradient
+        assert report[kernel]["error"] < 1e-5, report
+    assert report["odd_batch_error"] < 1e-5, report
+    assert report["pmap_error"] < 1e-5, report
 
 
 def test_building_the_kernel_is_explicit_and_says_so_once(tmp_path):
@@ -290,3 +390,7 @@ def test_resnet_gradients_agree_between_implementations():
     for mode in ("onednn", "taps"):
         for a, b in zip(jax.tree.leaves(grads[mode]), flat_xla, strict=True):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+
+
+if __name__ == "__main__":
+    print(json.dumps(_on_two_devices()))

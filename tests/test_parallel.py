@@ -1,4 +1,5 @@
-"""Data parallelism on 8 (virtual CPU) devices computes the update of 1 device.
+"""Data parallelism on 8 (virtual CPU) devices computes the update of 1 device (with oneDNN's
+convolutions where it builds: under jit each device convolves its shard of the batch).
 
 JAX fixes its device count when it starts, and other test modules start it with one CPU device,
 so the comparisons run in a child process (this file run as a script) with
@@ -43,11 +44,17 @@ def cpu_devices_env(count: int) -> dict[str, str]:
     }
 
 
-def tiny_resnet(norm_axis_name: str | None = None):
-    """ResNet-8 of width 4: BatchNorm in every block, compiled in seconds."""
-    from jaxcnn import models
+def tiny_resnet(parallel=None):
+    """ResNet-8 of width 4: BatchNorm in every block, compiled in seconds; built for
+    ``parallel`` as training builds its model (default: a jit program over all devices)."""
+    import ml_collections
 
-    return models.create("resnet20", NUM_CLASSES, depth=8, width=4, norm_axis_name=norm_axis_name)
+    from jaxcnn.training.setup import build_model
+
+    config = ml_collections.ConfigDict(
+        {"name": "resnet20", "dtype": "float32", "depth": 8, "width": 4}
+    )
+    return build_model(config, NUM_CLASSES, parallel)
 
 
 def initial_state(image_shape):
@@ -78,7 +85,7 @@ def train_for_steps(parallel, state, batches, *, scanned: bool = False, accum_st
 
     from jaxcnn.training.step import ema_decay_schedule, make_train_step, scan_steps
 
-    model = tiny_resnet(parallel.axis_name)
+    model = tiny_resnet(parallel)
     train_step = make_train_step(
         model,
         optimizer(),
@@ -110,7 +117,7 @@ def evaluate_with_tta(parallel, state, batch) -> dict:
     from jaxcnn.training.step import make_eval_step
 
     eval_step = make_eval_step(
-        tiny_resnet(parallel.axis_name), axis_name=parallel.axis_name, tta="flip+translate"
+        tiny_resnet(parallel), axis_name=parallel.axis_name, tta="flip+translate"
     )
     masked = {**batch, "mask": np.arange(len(batch["label"])) < len(batch["label"]) - 3}
     sums = parallel.compile_eval(eval_step)(state.variables(), parallel.shard_batch(masked))

@@ -14,6 +14,14 @@ oneDNN convolutions (``conv_impl``), i.e. at a training run's start-up, or expli
 ``python -m jaxcnn.kernels``; never while a function is being traced. :func:`conv` is a float32
 NHWC/HWIO convolution (any strides, padding, kernel dilation and feature groups) whose gradients
 are oneDNN's too.
+
+XLA cannot partition a custom call over devices: in a ``jit`` program whose batch is sharded it
+would gather each convolution's operands onto every device. So :func:`conv`, given the program's
+mesh, maps the call over the devices with ``shard_map``: each device convolves its own shard of
+the batch with the whole kernel, and the kernel gradients of the shards are summed over the
+mesh. (``jax.experimental.custom_partitioning`` would find the sharding itself, but it writes
+a per-process pointer into the program, so the persistent compilation cache would miss every
+multi-device program.) Under ``pmap`` each device's program already holds its own shard.
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 
 TARGET = "jaxcnn_onednn_conv"
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
@@ -115,7 +124,34 @@ def load() -> str | None:
 def _call(kind: int, a: jax.Array, b: jax.Array, out_shape: Sequence[int], geometry) -> jax.Array:
     result = jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32)
     call = jax.ffi.ffi_call(TARGET, result, vmap_method="sequential")
-    return call(a, b, kind=np.int64(kind), **geometry)
+    # XLA:CPU may run the programs of all local devices at once, each calling oneDNN on its own
+    # thread: the handler shares the cores among them (onednn_conv.cc).
+    local_devices = np.int64(jax.local_device_count())
+    return call(a, b, kind=np.int64(kind), local_devices=local_devices, **geometry)
+
+
+def _per_shard(
+    mesh: Mesh, kind: int, a: jax.Array, b: jax.Array, out_shape: Sequence[int], geometry
+) -> jax.Array:
+    """:func:`_call` on each device's shard of the batch, which ``mesh`` splits over all its
+    axes (``shard_map``); the kernel gradient of a shard is a partial sum, summed over them."""
+    batch = PartitionSpec(mesh.axis_names)
+    if kind == _KERNEL_GRAD:  # (x, dy) -> dw
+
+        def body(a: jax.Array, b: jax.Array) -> jax.Array:
+            return jax.lax.psum(_call(kind, a, b, out_shape, geometry), mesh.axis_names)
+
+        in_specs, out_specs = (batch, batch), PartitionSpec()
+    else:  # (x, w) -> y or (dy, w) -> dx
+        shard_shape = (out_shape[0] // mesh.size, *out_shape[1:])
+
+        def body(a: jax.Array, b: jax.Array) -> jax.Array:
+            return _call(kind, a, b, shard_shape, geometry)
+
+        in_specs, out_specs = (batch, PartitionSpec()), batch
+    # The custom call's result does not say that it varies over the mesh: no check of that.
+    mapped = jax.shard_map(body, mesh=mesh, in_specs=in_specs, out_specs=out_specs, check_vma=False)
+    return mapped(a, b)
 
 
 def conv(
@@ -126,12 +162,16 @@ def conv(
     padding: Sequence[tuple[int, int]],
     dilation: Sequence[int],
     groups: int,
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """Float32 convolution of NHWC ``x`` with HWIO ``kernel`` by oneDNN, forward and backward.
 
     ``out_size`` is the output's spatial size (XLA's shape rule gives it), ``padding`` the
     explicit, non-negative (low, high) padding of the two spatial axes, ``groups`` the feature
-    group count. :func:`load` must have succeeded: this only emits the call.
+    group count. ``mesh``: the ``jit`` program's mesh, over all of whose axes the batch is
+    split; each device then convolves its own shard (a batch that does not divide over the
+    mesh, e.g. at initialisation, is convolved whole, on operands XLA gathers). :func:`load`
+    must have succeeded: this only emits the call.
     """
     geometry = dict(
         strides=np.asarray(strides, np.int64),
@@ -141,18 +181,20 @@ def conv(
         groups=np.int64(groups),
     )
     out_shape = (x.shape[0], *out_size, kernel.shape[3])
+    sharded = mesh is not None and mesh.size > 1 and x.shape[0] % mesh.size == 0
+    call = functools.partial(_per_shard, mesh) if sharded else _call
 
     @jax.custom_vjp
     def onednn_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
-        return _call(_FORWARD, x, kernel, out_shape, geometry)
+        return call(_FORWARD, x, kernel, out_shape, geometry)
 
     def forward(x: jax.Array, kernel: jax.Array):
         return onednn_conv(x, kernel), (x, kernel)
 
     def backward(residuals: tuple[jax.Array, jax.Array], dy: jax.Array):
         x, kernel = residuals
-        dx = _call(_INPUT_GRAD, dy, kernel, x.shape, geometry)
-        dkernel = _call(_KERNEL_GRAD, x, dy, kernel.shape, geometry)
+        dx = call(_INPUT_GRAD, dy, kernel, x.shape, geometry)
+        dkernel = call(_KERNEL_GRAD, x, dy, kernel.shape, geometry)
         return dx, dkernel
 
     onednn_conv.defvjp(forward, backward)

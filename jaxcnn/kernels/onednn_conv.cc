@@ -9,6 +9,7 @@
 // uses them); kernels are reordered to and from the layout oneDNN picks for each primitive.
 // Primitives are created once per shape and kept: creating one compiles machine code.
 
+#include <algorithm>
 #include <cstdint>
 #include <cstdlib>
 #include <memory>
@@ -20,6 +21,10 @@
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
+
+// From libgomp, which this (GNU OpenMP) build of oneDNN runs its threads with.
+extern "C" int omp_get_max_threads(void);
+extern "C" void omp_set_num_threads(int);
 
 namespace {
 
@@ -147,7 +152,13 @@ Operand Of(const ffi::AnyBuffer& buffer) {
 ffi::Error Convolution(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
                        int64_t kind, ffi::Span<const int64_t> strides,
                        ffi::Span<const int64_t> pad_lo, ffi::Span<const int64_t> pad_hi,
-                       ffi::Span<const int64_t> dilation, int64_t groups) {
+                       ffi::Span<const int64_t> dilation, int64_t groups,
+                       int64_t local_devices) {
+  // XLA:CPU may run the programs of all local devices at once, and OpenMP gives each thread
+  // that calls oneDNN a team of all cores: share them out instead (this thread's setting, for
+  // plans it makes and runs; the number is the same for every call of a process).
+  static const int cores = omp_get_max_threads();  // OMP_NUM_THREADS, or the CPUs usable
+  omp_set_num_threads(static_cast<int>(std::max<int64_t>(1, cores / local_devices)));
   if (a.element_type() != ffi::F32 || b.element_type() != ffi::F32 ||
       out->element_type() != ffi::F32) {
     return ffi::Error::InvalidArgument("jaxcnn_onednn_conv: float32 operands only");
@@ -211,4 +222,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JaxcnnOnednnConv, Convolution,
                                   .Attr<ffi::Span<const int64_t>>("pad_lo")
                                   .Attr<ffi::Span<const int64_t>>("pad_hi")
                                   .Attr<ffi::Span<const int64_t>>("dilation")
-                                  .Attr<int64_t>("groups"));
+                                  .Attr<int64_t>("groups")
+                                  .Attr<int64_t>("local_devices"));

@@ -26,15 +26,15 @@ flax's own parameters and names.
 
 Which implementation runs is part of the model, chosen when it is built (the ``conv_impl`` of
 its ``Layers``, see ``layers.py``): ``"onednn"``, ``"taps"`` or ``"xla"``, or ``"auto"``,
-resolved once by :func:`resolve_impl` for the devices the model will run on: ``"onednn"`` on a
-single CPU device where oneDNN is available, ``"taps"`` on other CPU set-ups (the custom call
-is not partitioned over devices: XLA would gather each convolution's operands onto every
-device), and ``"xla"`` on GPU and TPU, where cuDNN and TPU convolutions need no help. Two models
-with different implementations can live in one process. Under ``"onednn"``, convolutions that
-are not float32 take the ``"taps"`` path. Input dilation and layouts other than NHWC/HWIO
-always use XLA's, as do grouped convolutions other than depthwise outside oneDNN. The oneDNN
-call and the dense filter gradient are ``jax.custom_vjp`` functions, which support reverse mode
-only: build with ``"xla"`` to take forward-mode derivatives (``jax.jvp``).
+resolved once by :func:`resolve_impl` for the platform: ``"onednn"`` on CPU where oneDNN is
+available (one device, a ``jit`` mesh of several, where each device convolves its own shard of
+the batch, ``pmap``, several processes), ``"taps"`` on CPU where it is not, and ``"xla"`` on GPU
+and TPU, where cuDNN and TPU convolutions need no help. Two models with different
+implementations can live in one process. Under ``"onednn"``, convolutions that are not float32
+take the ``"taps"`` path. Input dilation and layouts other than NHWC/HWIO always use XLA's, as
+do grouped convolutions other than depthwise outside oneDNN. The oneDNN call and the dense
+filter gradient are ``jax.custom_vjp`` functions, which support reverse mode only: build with
+``"xla"`` to take forward-mode derivatives (``jax.jvp``).
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ from collections.abc import Iterator, Sequence
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import Mesh
 
 from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.kernels import onednn
@@ -53,10 +54,10 @@ IMPL_CHOICES = ("auto", "onednn", "taps", "xla")
 _NHWC = lax.conv_dimension_numbers((1, 1, 1, 1), (1, 1, 1, 1), ("NHWC", "HWIO", "NHWC"))
 
 
-def resolve_impl(impl: str, num_devices: int | None = None) -> str:
-    """The implementation ``"onednn"``, ``"taps"`` or ``"xla"`` that ``impl`` selects for a
-    model running on ``num_devices`` devices (default: all of them); builds the oneDNN kernel
-    where it is chosen. A ``UserError`` for an unknown name, or ``"onednn"`` where it cannot run.
+def resolve_impl(impl: str) -> str:
+    """The implementation ``"onednn"``, ``"taps"`` or ``"xla"`` that ``impl`` selects on this
+    process's platform; builds the oneDNN kernel where it is chosen. A ``UserError`` for an
+    unknown name, or ``"onednn"`` where it cannot run.
     """
     if impl not in IMPL_CHOICES:
         raise unknown_choice("conv_impl", impl, IMPL_CHOICES)
@@ -70,9 +71,7 @@ def resolve_impl(impl: str, num_devices: int | None = None) -> str:
         return impl
     if backend != "cpu":
         return "xla"
-    if (num_devices or jax.device_count()) == 1 and onednn.load() is None:
-        return "onednn"
-    return "taps"
+    return "onednn" if onednn.load() is None else "taps"
 
 
 def _explicit_padding(
@@ -170,10 +169,13 @@ def conv_general_dilated(
     preferred_element_type: jnp.dtype | None = None,
     *,
     impl: str = "xla",
+    mesh: Mesh | None = None,
 ) -> jax.Array:
     """``lax.conv_general_dilated`` (same arguments and result) computed by ``impl``
     (``"onednn"``, ``"taps"`` or ``"xla"``; see the module docstring for which convolutions it
-    reformulates)."""
+    reformulates). ``mesh``: the ``jit`` program's mesh, over all of whose axes the batch is
+    split, for oneDNN to convolve each device's shard (``onednn.conv``); XLA partitions the
+    other implementations itself."""
     conv = functools.partial(
         lax.conv_general_dilated,
         window_strides=window_strides,
@@ -204,7 +206,7 @@ def conv_general_dilated(
         and lhs.dtype == rhs.dtype == jnp.float32
         and all(p >= 0 for pair in pads for p in pair)
     ):
-        return onednn.conv(lhs, rhs, out_size, strides, pads, dilation, feature_group_count)
+        return onednn.conv(lhs, rhs, out_size, strides, pads, dilation, feature_group_count, mesh)
 
     channels = lhs.shape[-1]
     if feature_group_count == channels and rhs.shape[-2:] == (1, channels):

@@ -19,6 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from jaxcnn.models import conv
 
@@ -82,9 +83,13 @@ class Layers:
     one process can compute differently, and no family knows about devices:
 
     - ``conv_impl``: ``"onednn"``, ``"taps"`` or ``"xla"`` (``conv.py``); ``models.create``
-      resolves ``"auto"`` for the devices in use.
+      resolves ``"auto"`` for the platform.
     - ``norm_axis_name``: the mapped device axis that BatchNorm averages its batch statistics
       over under ``pmap`` (None under ``jit``, whose batch is one global array).
+    - ``mesh``: the ``jit`` program's mesh, over all of whose axes the batch is split, so that
+      each device convolves its own shard by oneDNN (a custom call, which XLA cannot partition
+      itself); None (or a mesh of one device) for whole batches, as under ``pmap``, where each
+      device's program holds its shard already.
 
     The defaults (XLA's convolutions, per-batch statistics) are what a module built directly
     (``ResNet(...)``) gets.
@@ -92,6 +97,7 @@ class Layers:
 
     conv_impl: str = "xla"
     norm_axis_name: str | None = None
+    mesh: Mesh | None = None
 
     def __post_init__(self) -> None:
         if self.conv_impl not in conv.IMPL_CHOICES[1:]:  # "auto" is resolved before this
@@ -101,7 +107,7 @@ class Layers:
 
     def conv(self, *args: Any, **fields: Any) -> nn.Conv:
         """``nn.Conv(*args, **fields)`` (same parameters and names) computed by ``conv_impl``."""
-        compute = functools.partial(conv.conv_general_dilated, impl=self.conv_impl)
+        compute = functools.partial(conv.conv_general_dilated, impl=self.conv_impl, mesh=self.mesh)
         return nn.Conv(*args, conv_general_dilated=compute, **fields)
 
     def batch_norm(self, dtype: Any, **fields: Any) -> Callable[[jax.Array], jax.Array]:

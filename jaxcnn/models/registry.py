@@ -13,6 +13,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
+from jax.sharding import Mesh
 
 from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.models.conv import resolve_impl
@@ -70,6 +71,7 @@ def create(
     param_dtype: Any = jnp.float32,
     conv_impl: str = "auto",
     norm_axis_name: str | None = None,
+    mesh: Mesh | None = None,
     **overrides: Any,
 ) -> nn.Module:
     """Build the model registered as ``name``.
@@ -80,8 +82,10 @@ def create(
       dtype: computation dtype (e.g. ``jnp.bfloat16`` for mixed precision).
       param_dtype: parameter dtype (keep float32 for training).
       conv_impl: how its convolutions compute (``conv.IMPL_CHOICES``); ``"auto"`` picks the
-        fastest for all devices of this process's platform (``conv.resolve_impl``).
+        fastest for this process's platform (``conv.resolve_impl``).
       norm_axis_name: the ``pmap`` axis BatchNorm averages its statistics over (None: none).
+      mesh: the ``jit`` program's mesh, over all of whose axes the batch is split, for oneDNN
+        to convolve each device's shard (``Layers.mesh``; None: whole batches).
       **overrides: other constructor fields of the module (e.g. ``dropout_rate``).
     """
     entry = get_entry(name)
@@ -94,7 +98,7 @@ def create(
         )
     kwargs = {**entry.defaults, **overrides}
     if "layers" in fields:
-        kwargs["layers"] = Layers(resolve_impl(conv_impl), norm_axis_name)
+        kwargs["layers"] = Layers(resolve_impl(conv_impl), norm_axis_name, mesh=mesh)
     return entry.module(
         num_classes=entry.num_classes if num_classes is None else num_classes,
         dtype=dtype,

@@ -47,18 +47,20 @@ def build_model(
     conv_impl: str = "auto",
 ) -> nn.Module:
     """The model of ``config.model`` (name, dtype, other constructor fields) for the devices of
-    ``parallel`` (default: one jit program over all devices): ``conv_impl`` is resolved for
-    them, and under pmap BatchNorm averages its statistics over the mapped axis."""
+    ``parallel`` (default: one jit program over all devices): under jit its oneDNN
+    convolutions run on each device's shard of the batch, under pmap BatchNorm averages its
+    statistics over the mapped axis."""
     if config.dtype not in DTYPES:
         raise unknown_choice("model.dtype", config.dtype, DTYPES)
     fields = {k: v for k, v in config.items() if k not in ("name", "dtype")}
-    num_devices = parallel.num_devices if parallel else jax.device_count()
+    parallel = parallel or JitParallel()
     return models.create(
         config.name,
         num_classes,
         dtype=DTYPES[config.dtype],
-        conv_impl=resolve_impl(conv_impl, num_devices),
-        norm_axis_name=parallel.axis_name if parallel else None,
+        conv_impl=resolve_impl(conv_impl),
+        norm_axis_name=parallel.axis_name,
+        mesh=parallel.mesh if isinstance(parallel, JitParallel) else None,
         **fields,
     )
 
@@ -182,7 +184,7 @@ def build_setup(config: ml_collections.ConfigDict, info: data.DatasetInfo | None
     parallel = make_parallel(config.parallelism, shard_params=config.shard_params)
     check_names(config)
     models.get_entry(config.model.name)
-    conv_impl = resolve_impl(config.conv_impl, parallel.num_devices)  # builds its kernel now
+    conv_impl = resolve_impl(config.conv_impl)  # builds its kernel now
     parallel.check_batch_size("batch_size", config.batch_size)
     parallel.check_batch_size("eval_batch_size", config.eval_batch_size)
     per_dispatch = steps_per_dispatch(config.steps_per_dispatch)

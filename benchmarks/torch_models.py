@@ -256,18 +256,27 @@ def build(name: str, num_classes: int) -> nn.Module:
 
 
 def make_train_step(
-    model: nn.Module, batch_size: int, image_shape: tuple[int, int, int], num_classes: int
+    model: nn.Module,
+    batch_size: int,
+    image_shape: tuple[int, int, int],
+    num_classes: int,
+    dtype: str = "float32",
 ) -> Callable[[], None]:
-    """One SGD-momentum step on a fixed random batch, like the jaxcnn step it is compared to."""
+    """One SGD-momentum step on a fixed random batch, like the jaxcnn step it is compared to;
+    ``dtype='bfloat16'`` runs forward and loss under ``torch.autocast('cpu', torch.bfloat16)``
+    (float32 weights and updates, bfloat16 compute: what jaxcnn's ``model.dtype`` does)."""
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     height, width, channels = image_shape
     images = torch.randn(batch_size, channels, height, width).to(memory_format=torch.channels_last)
     labels = torch.randint(0, num_classes, (batch_size,))
+    bfloat16 = dtype == "bfloat16"
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        F.cross_entropy(model(images), labels).backward()
+        with torch.autocast("cpu", torch.bfloat16, enabled=bfloat16):
+            loss = F.cross_entropy(model(images), labels)
+        loss.backward()
         optimizer.step()
 
     return step

@@ -6,11 +6,13 @@ import importlib.metadata
 import os
 import platform
 
-# Dense peak FLOP/s per chip (vendor datasheets, without sparsity), by jax device_kind prefix.
+# Dense peak FLOP/s per chip (vendor datasheets, without sparsity), by jax device_kind prefix
+# (the first that matches).
 # float32 on GPUs is the non-tensor-core rate; TPUs run float32 matmuls through bfloat16 passes.
 PEAK_FLOPS: dict[str, dict[str, float]] = {
     "NVIDIA H200": {"bfloat16": 989e12, "float32": 67e12},
-    "NVIDIA H100": {"bfloat16": 989e12, "float32": 67e12},
+    "NVIDIA H100 PCIe": {"bfloat16": 756e12, "float32": 51e12},
+    "NVIDIA H100": {"bfloat16": 989e12, "float32": 67e12},  # SXM
     "NVIDIA A100": {"bfloat16": 312e12, "float32": 19.5e12},
     "NVIDIA L4": {"bfloat16": 121e12, "float32": 30.3e12},
     "NVIDIA A10": {"bfloat16": 125e12, "float32": 31.2e12},
@@ -50,23 +52,32 @@ def _version(package: str) -> str | None:
         return None
 
 
-def describe_machine() -> dict[str, object]:
-    """CPU model, usable cores, accelerator and library versions."""
-    import jax
-
-    device = jax.devices()[0]
+def describe_host() -> dict[str, object]:
+    """CPU model, usable cores and library versions, without starting JAX: a process that only
+    launches benchmarks must not claim the accelerator its children need."""
     return {
         "cpu": _cpu_model(),
         "cores": len(os.sched_getaffinity(0)),
-        "platform": device.platform,
-        "device_kind": device.device_kind,
-        "device_count": jax.device_count(),
         "python": platform.python_version(),
         "jax": _version("jax"),
         "jaxlib": _version("jaxlib"),
         "flax": _version("flax"),
         "torch": _version("torch"),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
+    }
+
+
+def describe_machine() -> dict[str, object]:
+    """:func:`describe_host` and the devices JAX runs on."""
+    import jax
+
+    device = jax.devices()[0]
+    return {
+        **describe_host(),
+        "platform": device.platform,
+        "device_kind": device.device_kind,
+        "device_count": jax.device_count(),
+        "process_count": jax.process_count(),
     }
 
 

@@ -5,7 +5,8 @@ Arrays come from an ``.npz`` cache, ``ARRAY_DIR/NAME-KEY.npz`` (``dataset.array_
 = ``$JAXCNN_ARRAY_DIR`` or ``~/.cache/jaxcnn/arrays``), which holds the decoded uint8 train and
 eval splits as stored. Where TensorFlow is installed, the first run writes it from tfds
 (:func:`jaxcnn.data.streaming.export_arrays`); on an accelerator machine without TensorFlow, copy
-the file over (or write it with ``python -m jaxcnn.data.export --config FILE``).
+the file over (or write it with ``python -m jaxcnn.data.export --config FILE``), or decode it
+there from the dataset's TFDS TFRecords with ``benchmarks/tfrecord_arrays.py``.
 
 Order: epoch ``e`` visits the train split in the permutation drawn from ``(seed, e)``; the batch
 of step ``s`` is the slice ``s mod steps_per_epoch`` of it (the last partial batch is dropped).
@@ -23,7 +24,7 @@ import hashlib
 import math
 import os
 import re
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -87,6 +88,32 @@ def load_arrays(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
             ) from None
         export_arrays(config, path)
     return _read_arrays(path)
+
+
+def write_arrays(
+    path: str,
+    *,
+    train_image: np.ndarray,
+    train_label: np.ndarray,
+    eval_image: np.ndarray,
+    eval_label: np.ndarray,
+    num_classes: int,
+    class_names: Sequence[str],
+) -> None:
+    """Write an array cache: images uint8 NHWC as stored, labels int32. It goes to a temporary
+    name first, so a failure leaves no partial file."""
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp.npz"
+    np.savez(
+        tmp,
+        train_image=train_image,
+        train_label=np.asarray(train_label, np.int32),
+        eval_image=eval_image,
+        eval_label=np.asarray(eval_label, np.int32),
+        num_classes=np.int32(num_classes),
+        class_names=np.asarray(class_names, dtype=str),
+    )
+    os.replace(tmp, path)
 
 
 @functools.lru_cache(maxsize=2)

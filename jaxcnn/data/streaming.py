@@ -17,7 +17,6 @@ pipeline (:mod:`jaxcnn.data.device_resident`) loads without TensorFlow.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 
 import ml_collections
@@ -31,6 +30,7 @@ from jaxcnn.data.augment import (
     resize_center_crop,
 )
 from jaxcnn.data.datasets import Source, open_source
+from jaxcnn.data.device_resident import write_arrays
 from jaxcnn.data.interface import (
     Batch,
     DatasetInfo,
@@ -217,12 +217,8 @@ def _decoded_split(source: Source, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 
 def export_arrays(config: ml_collections.ConfigDict, path: str) -> None:
-    """Write the decoded train and eval splits of ``config.dataset`` to the ``.npz`` ``path``.
-
-    The file holds ``train_image``/``eval_image`` (uint8 NHWC, as stored), ``train_label``/
-    ``eval_label`` (int32), ``num_classes`` and ``class_names``; it is written to a temporary
-    name first, so a failure leaves no partial file.
-    """
+    """Write the decoded train and eval splits of ``config.dataset`` to the array cache
+    ``path`` (:func:`jaxcnn.data.device_resident.write_arrays`)."""
     source, spec = open_dataset(config)
     if None in source.image_shape:
         raise UserError(
@@ -231,15 +227,12 @@ def export_arrays(config: ml_collections.ConfigDict, path: str) -> None:
         )
     train_image, train_label = _decoded_split(source, spec.train_split)
     eval_image, eval_label = _decoded_split(source, spec.eval_split)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.tmp.npz"
-    np.savez(
-        tmp,
+    write_arrays(
+        path,
         train_image=train_image,
         train_label=train_label,
         eval_image=eval_image,
         eval_label=eval_label,
-        num_classes=np.int32(source.num_classes),
-        class_names=np.asarray(source.class_names, dtype=str),
+        num_classes=source.num_classes,
+        class_names=source.class_names,
     )
-    os.replace(tmp, path)

@@ -8,9 +8,9 @@ directly: the TFRecord framing (length, CRC, payload, CRC; the CRCs are not chec
 (decoded with Pillow), and writes the cache that ``jaxcnn/data/device_resident.py`` loads.
 
 Pillow decodes JPEGs with libjpeg's accurate integer DCT, identically to TensorFlow's
-``decode_jpeg(dct_method='INTEGER_ACCURATE')``; TensorFlow's default (what the streaming
-pipeline and ``jaxcnn.data.export`` use) is the fast DCT, which differs by up to 5 levels in
-about 65% of CIFAR-10's pixels.
+``decode_jpeg(dct_method='INTEGER_ACCURATE')``, which the streaming pipeline and
+``jaxcnn.data.export`` use too (``streaming.decode_image``), so both pipelines see the same
+pixels.
 """
 
 from __future__ import annotations

@@ -204,6 +204,25 @@ def test_cifar10_jpeg_by_preset_and_as_tfds_dir():
     assert by_name.image_shape == by_path.image_shape == (32, 32, 3)
 
 
+def test_jpeg_decodes_as_pillow_does_and_png_exactly():
+    """The pipeline decodes JPEGs with the accurate DCT (Pillow's pixels, so the streaming and
+    device pipelines see the same CIFAR-10; TensorFlow's default differs), PNGs losslessly."""
+    import io
+
+    import tensorflow as tf
+
+    pixels = np.random.default_rng(0).integers(0, 256, (32, 32, 3), np.uint8)
+    for fmt, options in (("JPEG", {"quality": 75}), ("PNG", {})):
+        buffer = io.BytesIO()
+        Image.fromarray(pixels).save(buffer, fmt, **options)
+        encoded = tf.constant(buffer.getvalue())
+        expected = np.asarray(Image.open(buffer))
+        decoded = streaming.decode_image(encoded, (32, 32, 3)).numpy()
+        np.testing.assert_array_equal(decoded, expected, err_msg=fmt)
+        if fmt == "JPEG":
+            assert not np.array_equal(tf.io.decode_jpeg(encoded).numpy(), expected)
+
+
 def test_bad_sources_fail_in_one_line(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "_online", lambda: False)
     empty = str(tmp_path)

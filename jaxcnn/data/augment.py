@@ -29,6 +29,8 @@ _TF_MATH = types.SimpleNamespace(
 CROP_AREA = (0.08, 1.0)
 CROP_ASPECT = (3 / 4, 4 / 3)
 EVAL_CROP_FRACTION = 0.875  # center crop of 224 out of a 256 resize
+# libjpeg's accurate integer DCT, as Pillow decodes; TensorFlow defaults to the fast one.
+ACCURATE_DCT = "INTEGER_ACCURATE"
 
 
 def _split(seed: tf.Tensor, n: int) -> list[tf.Tensor]:
@@ -91,7 +93,9 @@ def decode_random_resized_crop(encoded: tf.Tensor, seed: tf.Tensor, channels: in
 
     def from_jpeg() -> tf.Tensor:
         window = crop_window(tf.image.extract_jpeg_shape(encoded))
-        return tf.image.decode_and_crop_jpeg(encoded, window, channels=channels)
+        return tf.image.decode_and_crop_jpeg(
+            encoded, window, channels=channels, dct_method=ACCURATE_DCT
+        )
 
     def from_other() -> tf.Tensor:
         image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)

@@ -24,6 +24,7 @@ import numpy as np
 import tensorflow as tf
 
 from jaxcnn.data.augment import (
+    ACCURATE_DCT,
     decode_random_resized_crop,
     get_augment,
     random_erasing,
@@ -67,8 +68,15 @@ def dataset_info(config: ml_collections.ConfigDict) -> DatasetInfo:
 
 def decode_image(encoded: tf.Tensor, stored_shape: tuple) -> tf.Tensor:
     """An encoded image decoded to the dataset's stored channels (``stored_shape``; None for
-    sizes that vary)."""
-    image = tf.io.decode_image(encoded, channels=stored_shape[-1], expand_animations=False)
+    sizes that vary). JPEGs are decoded with libjpeg's accurate integer DCT, as Pillow (and so
+    ``benchmarks/tfrecord_arrays.py`` and torchvision) decode them: TensorFlow's default, the
+    fast DCT, is off by up to 5 levels in about 65% of CIFAR-10's pixels."""
+    channels = stored_shape[-1] or 0
+    image = tf.cond(
+        tf.io.is_jpeg(encoded),
+        lambda: tf.io.decode_jpeg(encoded, channels=channels, dct_method=ACCURATE_DCT),
+        lambda: tf.io.decode_image(encoded, channels=channels, expand_animations=False),
+    )
     return tf.ensure_shape(image, stored_shape)
 
 

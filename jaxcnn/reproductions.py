@@ -9,9 +9,10 @@ holding the run's ``config.json``, ``metrics.jsonl`` and ``results.json`` (no ch
                  "title": "...", "paper": "...", "paper_accuracy": 0.9401,
                  "target": 0.94, "target_of": "mean"}]}
 
-``python -m jaxcnn.report reproductions/`` writes ``reproductions/README.md`` (the table and
-every run) and replaces the table between ``<!-- reproductions:begin -->`` and
-``<!-- reproductions:end -->`` in the readme file.
+A group's folder may also hold ``NOTES.md`` (what was found about the result, e.g. why a
+target is missed), copied into its section. ``python -m jaxcnn.report reproductions/`` writes
+``reproductions/README.md`` (the table, every run and the notes) and replaces the table
+between ``<!-- reproductions:begin -->`` and ``<!-- reproductions:end -->`` in the readme file.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from jaxcnn.errors import UserError
 from jaxcnn.runs import Run, find_runs
 
 INDEX_FILE = "reproductions.json"
+NOTES_FILE = "NOTES.md"
 BEGIN, END = "<!-- reproductions:begin -->", "<!-- reproductions:end -->"
 
 
@@ -41,6 +43,7 @@ class Group:
     target: float
     target_of: str  # "mean" over the runs, or "each" run
     runs: list[Run]
+    notes: str = ""  # the group folder's NOTES.md
 
     @property
     def finished(self) -> list[Run]:
@@ -63,7 +66,12 @@ def load_groups(directory: str) -> tuple[list[Group], dict[str, Any]]:
     for entry in index["groups"]:
         folder = os.path.join(directory, entry["name"])
         runs = find_runs(folder) if os.path.isdir(folder) else []
-        groups.append(Group(**{k: entry[k] for k in _FIELDS}, runs=runs))
+        notes_path = os.path.join(folder, NOTES_FILE)
+        notes = ""
+        if os.path.exists(notes_path):
+            with open(notes_path, encoding="utf-8") as f:
+                notes = f.read().strip() + "\n"
+        groups.append(Group(**{k: entry[k] for k in _FIELDS}, runs=runs, notes=notes))
     return groups, index
 
 
@@ -191,6 +199,8 @@ def write_reproductions(directory: str) -> list[str]:
     for group in groups:
         page.append(f"\n## {group.title}\n\n`{group.experiment}`; paper: {group.paper}.\n\n")
         page.append(run_details(group) if group.runs else "No runs yet.\n")
+        if group.notes:
+            page.append(f"\n{group.notes}")
     written = [os.path.join(directory, "README.md")]
     with open(written[0], "w", encoding="utf-8") as f:
         f.write("".join(page))

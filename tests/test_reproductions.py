@@ -69,6 +69,7 @@ def fake_reproductions(tmp_path: Path) -> Path:
     for seed, accuracy in enumerate([0.90, 0.92, 0.94]):
         _write_run(root / "recipe" / f"seed{seed}", seed, accuracy)
     _write_run(root / "long" / "seed0", 0, None)
+    (root / "recipe" / "NOTES.md").write_text("Why the target is missed: measured.\n")
     entries = [
         dict(name=name, experiment="experiments/quickstart.py", title=title, paper="P",
              paper_accuracy=0.93, target=target, target_of=of)
@@ -101,3 +102,5 @@ def test_report_cli_regenerates_the_readme_section(fake_reproductions):
     assert "[reproductions/recipe/](reproductions/recipe/)" in readme
     page = (fake_reproductions / "README.md").read_text()
     assert "- `seed2`: 94.00% (raw weights)" in page and "- `seed0`: unfinished" in page
+    recipe_section = page.split("## Recipe")[1].split("## Long")[0]
+    assert "Why the target is missed: measured." in recipe_section

@@ -6,6 +6,7 @@
     python -m benchmarks.train_step --end_to_end            # + train_and_evaluate on cifar10_jpeg
     python -m benchmarks.train_step --compare_conv_impls taps,xla  # + the step with those convs
     python -m benchmarks.train_step --compare_steps_per_dispatch 1  # + one step per call
+    python -m benchmarks.train_step --compare_dtypes bfloat16  # + the step in bfloat16
 
 For each case it prints the compile time of the first jaxcnn call, the steady-state images/s
 of the jaxcnn train step, dispatched as the training loop does (``steps_per_dispatch``; median
@@ -35,7 +36,7 @@ import numpy as np
 from jaxcnn import hardware
 from jaxcnn.config import base_config
 from jaxcnn.data import DatasetInfo
-from jaxcnn.errors import UserError
+from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.models import conv
 from jaxcnn.training.setup import build_setup
 from jaxcnn.training.step import scan_steps, steps_per_dispatch
@@ -149,11 +150,12 @@ def benchmark(
     compare_conv_impls: Sequence[str] = (),
     steps_per_dispatch: int = 0,
     compare_steps_per_dispatch: Sequence[int] = (),
+    compare_dtypes: Sequence[str] = (),
 ) -> dict:
     """One case: jaxcnn's step, its PyTorch twin (``with_torch``) and variants of jaxcnn's step
     (each convolution implementation in ``compare_conv_impls``, each number of steps per
-    dispatch in ``compare_steps_per_dispatch``), in alternating windows of at least ``steps``
-    train steps each."""
+    dispatch in ``compare_steps_per_dispatch``, each computation dtype in ``compare_dtypes``),
+    in alternating windows of at least ``steps`` train steps each."""
     run_jax, jax_steps, compile_secs, flops, jax_params, impl_used = jaxcnn_step(
         case, batch_size, dtype, steps_per_dispatch, conv_impl
     )
@@ -164,6 +166,11 @@ def benchmark(
     for other_steps in compare_steps_per_dispatch:
         run, run_steps, *_ = jaxcnn_step(case, batch_size, dtype, other_steps, conv_impl)
         variants[f"steps_per_dispatch={other_steps}"] = run, run_steps
+    for other_dtype in compare_dtypes:
+        run, run_steps, *_ = jaxcnn_step(
+            case, batch_size, other_dtype, steps_per_dispatch, conv_impl
+        )
+        variants[f"dtype={other_dtype}"] = run, run_steps
     # The PyTorch twin runs in float32 only: its CPU bfloat16 path is not what users train with.
     twin = torch_step(case, batch_size) if with_torch and dtype == "float32" else None
     for run, _ in [(run_jax, jax_steps), *variants.values()]:
@@ -281,7 +288,8 @@ def main() -> None:
     parser.add_argument(
         "--steps", type=int, default=5, help="train steps per timed window (at least)"
     )
-    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"))
+    dtypes = ("float32", "bfloat16")
+    parser.add_argument("--dtype", default="float32", choices=dtypes)
     parser.add_argument("--skip_torch", action="store_true", help="time jaxcnn only")
     parser.add_argument(
         "--conv_impl",
@@ -307,6 +315,11 @@ def main() -> None:
         help="also time jaxcnn's step with these steps_per_dispatch (comma-separated)",
     )
     parser.add_argument(
+        "--compare_dtypes",
+        default="",
+        help=f"also time jaxcnn's step in these dtypes (comma-separated, of {', '.join(dtypes)})",
+    )
+    parser.add_argument(
         "--quick", action="store_true", help="smoke run: batch <= 8, one window of one step"
     )
     parser.add_argument(
@@ -327,9 +340,13 @@ def main() -> None:
     if unknown:
         parser.exit(2, f"error: unknown case {unknown[0]!r}; valid choices: {', '.join(CASES)}\n")
     compare_conv_impls = [impl for impl in args.compare_conv_impls.split(",") if impl]
+    compare_dtypes = [dtype for dtype in args.compare_dtypes.split(",") if dtype]
     try:
         for impl in [args.conv_impl, *compare_conv_impls]:
             conv.resolve_impl(impl)
+        for dtype in compare_dtypes:
+            if dtype not in dtypes:
+                raise unknown_choice("dtype", dtype, dtypes)
         compare_steps = [int(n) for n in args.compare_steps_per_dispatch.split(",") if n]
         for n in [args.steps_per_dispatch, *compare_steps]:
             steps_per_dispatch(n)
@@ -366,6 +383,7 @@ def main() -> None:
             compare_conv_impls,
             args.steps_per_dispatch,
             compare_steps,
+            compare_dtypes,
         )
         results.append(r)
         torch_rate = r.get("torch_images_per_sec")

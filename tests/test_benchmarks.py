@@ -54,11 +54,12 @@ def test_benchmark_times_variants_alongside(monkeypatch):
         compare_conv_impls=("taps", "xla"),
         steps_per_dispatch=2,
         compare_steps_per_dispatch=(1,),
+        compare_dtypes=("bfloat16",),
     )
     assert row["conv_impl"] == conv.resolve_impl("auto")  # the default ...
     assert row["steps_per_dispatch"] == 2
-    # ... and the same step with each other implementation, and one step per dispatch.
-    labels = {"conv_impl=taps", "conv_impl=xla", "steps_per_dispatch=1"}
+    # ... and the same step with each other implementation, one step per dispatch, bfloat16.
+    labels = {"conv_impl=taps", "conv_impl=xla", "steps_per_dispatch=1", "dtype=bfloat16"}
     assert set(row["variants"]) == labels
     for variant in row["variants"].values():
         assert len(variant["window_images_per_sec"]) == 2

@@ -19,7 +19,7 @@ bit-identical to its float32 sum rounded to bfloat16 (measured), so asking oneDN
 one would only add traffic (flax casts the float32 master kernel to bfloat16 before the
 convolution, and XLA keeps that cast's bfloat16 round trip on the way back). :func:`unsupported`
 says whether a dtype runs at full speed here: bfloat16 needs the CPU's bfloat16 instructions
-(AVX512-BF16 or AMX), which oneDNN would otherwise emulate.
+(AVX512-BF16 or AMX), without which oneDNN emulates them or takes its slow reference kernels.
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@
     python -m benchmarks.train_step --end_to_end            # + train_and_evaluate on cifar10_jpeg
     python -m benchmarks.train_step --compare_conv_impls taps,xla  # + the step with those convs
     python -m benchmarks.train_step --compare_steps_per_dispatch 1  # + one step per call
+    python -m benchmarks.train_step --compare_dtypes bfloat16  # + the step in bfloat16
     python -m benchmarks.train_step --method interleaved  # the old one-process method
 
 Method (default ``processes``): every measurement is a fresh process (``benchmarks/rounds.py``)
@@ -59,7 +60,7 @@ from benchmarks import peak, rounds
 from jaxcnn import distributed, hardware
 from jaxcnn.config import base_config
 from jaxcnn.data import DatasetInfo
-from jaxcnn.errors import UserError
+from jaxcnn.errors import UserError, unknown_choice
 from jaxcnn.models import conv
 from jaxcnn.training.setup import build_setup
 from jaxcnn.training.step import scan_steps, steps_per_dispatch
@@ -75,6 +76,7 @@ CASES = {
 }
 NUM_CLASSES = 10
 METHODS = ("processes", "interleaved")
+DTYPES = ("float32", "bfloat16")
 RESULTS = Path(__file__).parent / "results"
 
 
@@ -234,10 +236,11 @@ def runner_specs(
     requested_steps_per_dispatch: int,
     compare_conv_impls: Sequence[str] = (),
     compare_steps_per_dispatch: Sequence[int] = (),
+    compare_dtypes: Sequence[str] = (),
     with_torch: bool = True,
 ) -> dict[str, dict]:
     """label: spec of every runner of a case: ``jaxcnn``, ``torch`` (``with_torch``) and
-    jaxcnn's step with each other convolution implementation and steps per dispatch."""
+    jaxcnn's step with each other convolution implementation, steps per dispatch and dtype."""
     jaxcnn = {
         "framework": "jaxcnn",
         "case": case,
@@ -253,6 +256,8 @@ def runner_specs(
         specs[f"conv_impl={impl}"] = {**jaxcnn, "conv_impl": impl}
     for n in compare_steps_per_dispatch:
         specs[f"steps_per_dispatch={n}"] = {**jaxcnn, "steps_per_dispatch": n}
+    for other in compare_dtypes:
+        specs[f"dtype={other}"] = {**jaxcnn, "dtype": other}
     return specs
 
 
@@ -329,7 +334,8 @@ def summarise(
     """One case's row: jaxcnn's step (compile time, FLOPs, parameters, ...) and for every
     runner the median and range of its rounds (``interleaved``: of its windows), the ratio of
     jaxcnn's median to PyTorch's, and the fraction of ``peak_flops`` (the peak of jaxcnn's
-    device; PyTorch's fraction only when that is this CPU) that each runner reaches."""
+    device in ``dtype``; PyTorch's fraction only when that is this CPU, none for the variants
+    in another dtype) that each runner reaches."""
     jax_rounds = results["jaxcnn"]
     first = jax_rounds[0]
     twin = results.get("torch")
@@ -345,7 +351,8 @@ def summarise(
         windows = [r["window_images_per_sec"] for r in label_rounds]
         samples = windows[0] if method == "interleaved" else [statistics.median(w) for w in windows]
         runners[label] = {**rounds.spread(samples), "rounds": label_rounds}
-        if peak_flops and math.isfinite(flops) and (label != "torch" or on_cpu):
+        same_peak = (label != "torch" or on_cpu) and not label.startswith("dtype=")
+        if peak_flops and math.isfinite(flops) and same_peak:
             runners[label]["fraction_of_peak"] = (
                 flops * runners[label]["median"] / batch_size / peak_flops
             )
@@ -526,7 +533,7 @@ def _parser() -> argparse.ArgumentParser:
     add("--windows", type=int, default=3, help="timed windows per process (interleaved: in all)")
     add("--steps", type=int, default=8, help="train steps per timed window (at least)")
     add("--batch", type=int, default=0, help="global batch; 0 = each case's default")
-    add("--dtype", default="float32", choices=("float32", "bfloat16"))
+    add("--dtype", default="float32", choices=DTYPES)
     add("--devices", type=int, default=1, help="host devices per jaxcnn process (CPU)")
     add(
         "--processes",
@@ -548,6 +555,11 @@ def _parser() -> argparse.ArgumentParser:
         default="",
         help="also time jaxcnn's step with these steps_per_dispatch (comma-separated)",
     )
+    add(
+        "--compare_dtypes",
+        default="",
+        help=f"also time jaxcnn's step in these dtypes (comma-separated, of {', '.join(DTYPES)})",
+    )
     add("--quick", action="store_true", help="smoke run: batch <= 8, 1 round, 1 call")
     add(
         "--peak",
@@ -567,8 +579,8 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _check(args: argparse.Namespace) -> tuple[list[str], list[str], list[int]]:
-    """(cases, conv_impls to compare, steps_per_dispatch to compare); raises UserError."""
+def _check(args: argparse.Namespace) -> tuple[list[str], list[str], list[int], list[str]]:
+    """(cases, conv_impls, steps_per_dispatch and dtypes to compare); raises UserError."""
     cases = args.models.split(",")
     if unknown := [c for c in cases if c not in CASES]:
         raise UserError(f"unknown case {unknown[0]!r}; valid choices: {', '.join(CASES)}")
@@ -581,6 +593,9 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[str], list[int]]:
         raise UserError("--compare_steps_per_dispatch takes integers, e.g. 1,4") from None
     for n in [args.steps_per_dispatch, *compare_steps]:
         steps_per_dispatch(n)
+    compare_dtypes = [dtype for dtype in args.compare_dtypes.split(",") if dtype]
+    if unknown := [dtype for dtype in compare_dtypes if dtype not in DTYPES]:
+        raise unknown_choice("--compare_dtypes", unknown[0], DTYPES)
     for name in ("rounds", "windows", "steps", "devices", "processes"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be 1 or more, not {getattr(args, name)}")
@@ -595,7 +610,7 @@ def _check(args: argparse.Namespace) -> tuple[list[str], list[str], list[int]]:
         batch = args.batch or CASES[case][3]
         if (min(batch, 8) if args.quick else batch) % devices:
             raise UserError(f"{case}: batch {batch} does not divide over {devices} devices")
-    return cases, compare_conv_impls, compare_steps
+    return cases, compare_conv_impls, compare_steps, compare_dtypes
 
 
 def main() -> None:
@@ -604,7 +619,7 @@ def main() -> None:
     if args.child:
         return rounds.child_main(args, measure)
     try:
-        cases, compare_conv_impls, compare_steps = _check(args)
+        cases, compare_conv_impls, compare_steps, compare_dtypes = _check(args)
     except UserError as error:
         parser.exit(2, f"error: {error}\n")
     if args.quick:
@@ -635,6 +650,7 @@ def main() -> None:
             args.steps_per_dispatch,
             compare_conv_impls,
             compare_steps,
+            compare_dtypes,
             with_torch,
         )
         try:

@@ -106,27 +106,53 @@ def test_implementations_equal_xla(impl, kind, image, kernel, strides, padding, 
     assert float(jnp.abs(dw).max()) > 1.0  # a real gradient, not zeros on both sides
 
 
-@pytest.mark.parametrize("impl", ["onednn", "taps"])  # oneDNN leaves bfloat16 to the taps
-@pytest.mark.parametrize("kind", ["dense", "depthwise"])
+def _relative_error(result: jax.Array, reference: jax.Array) -> float:
+    result, reference = result.astype(jnp.float32), reference.astype(jnp.float32)
+    return float(jnp.linalg.norm(result - reference) / jnp.linalg.norm(reference))
+
+
+@pytest.mark.parametrize("impl", ["onednn", "taps"])  # oneDNN's bfloat16 kernels, or the taps
+@pytest.mark.parametrize("kind", ["dense", "strided", "depthwise"])
 def test_bfloat16_keeps_dtype_and_value(impl, kind):
     _require(impl)
     rng = np.random.default_rng(1)
     x = jnp.asarray(rng.normal(size=(4, 8, 8, 16)), jnp.bfloat16)
-    kwargs = dict(window_strides=(1, 1), padding="SAME")
-    if kind == "dense":
-        w = jnp.asarray(rng.normal(size=(3, 3, 16, 8)), jnp.bfloat16)
-    else:
+    kwargs = dict(window_strides=(2, 2) if kind == "strided" else (1, 1), padding="SAME")
+    if kind == "depthwise":
         w = jnp.asarray(rng.normal(size=(3, 3, 1, 16)), jnp.bfloat16)
         kwargs["feature_group_count"] = 16
-    results = _forward_and_grads(
-        functools.partial(conv.conv_general_dilated, impl=impl), x, w, **kwargs
-    )
+    else:
+        w = jnp.asarray(rng.normal(size=(3, 3, 16, 8)), jnp.bfloat16)
+    ours = functools.partial(conv.conv_general_dilated, impl=impl)
+    jaxpr = jax.make_jaxpr(functools.partial(ours, dimension_numbers=NHWC, **kwargs))(x, w)
+    assert (onednn.TARGET in str(jaxpr)) == (impl == "onednn")
+    results = _forward_and_grads(ours, x, w, **kwargs)
+    references = _forward_and_grads(lax.conv_general_dilated, x, w, **kwargs)
     x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
-    references = _forward_and_grads(lax.conv_general_dilated, x32, w32, **kwargs)
-    for result, reference in zip(results, references, strict=True):
+    float32 = _forward_and_grads(lax.conv_general_dilated, x32, w32, **kwargs)
+    for result, reference, exact in zip(results, references, float32, strict=True):
         assert result.dtype == jnp.bfloat16
-        error = jnp.linalg.norm(result.astype(jnp.float32) - reference)
-        assert error / jnp.linalg.norm(reference) < 0.03  # bfloat16 rounding, nothing more
+        # XLA's bfloat16 convolution also accumulates in float32: rounding flips at most.
+        assert _relative_error(result, reference) < 0.01
+        assert _relative_error(result, exact) < 0.03  # bfloat16 rounding, nothing more
+
+
+def test_onednn_rejects_mixed_dtypes():
+    """Both the Python function and the custom call itself name the dtypes they refuse."""
+    _require("onednn")
+    x, w = jnp.ones((2, 8, 8, 4)), jnp.ones((3, 3, 4, 4), jnp.bfloat16)
+    geometry = ((8, 8), (1, 1), ((1, 1), (1, 1)), (1, 1), 1)
+    with pytest.raises(TypeError, match="float32 or bfloat16 operands of one dtype, not float32"):
+        onednn.conv(x, w, *geometry)
+    attributes = dict(
+        strides=np.ones(2, np.int64),
+        pad_lo=np.ones(2, np.int64),
+        pad_hi=np.ones(2, np.int64),
+        dilation=np.ones(2, np.int64),
+        groups=np.int64(1),
+    )
+    with pytest.raises(jax.errors.JaxRuntimeError, match="not x float32, w bfloat16, y float32"):
+        jax.jit(lambda x, w: onednn._call(0, x, w, (2, 8, 8, 4), attributes))(x, w)
 
 
 def _primitives(impl: str, x, w, **kwargs) -> str:
@@ -149,8 +175,7 @@ def test_which_implementation_runs():
     assert onednn.TARGET in _primitives("onednn", x, w, dimension_numbers=NHWC)
     assert onednn.TARGET in _primitives("onednn", x, jnp.ones((3, 3, 1, 4)), **depthwise)
     assert onednn.TARGET in _primitives("onednn", x, jnp.ones((3, 3, 2, 4)), **grouped)
-    bf16 = _primitives("onednn", bf16_x, bf16_w, dimension_numbers=NHWC)
-    assert onednn.TARGET not in bf16 and "custom_vjp_call" in bf16  # the taps' gradient
+    assert onednn.TARGET in _primitives("onednn", bf16_x, bf16_w, dimension_numbers=NHWC)
     assert "custom_vjp" not in _primitives("onednn", nchw_x, oihw_w, dimension_numbers=None)
     dense = _primitives("taps", x, w, dimension_numbers=NHWC)
     assert "custom_vjp_call" in dense and onednn.TARGET not in dense
@@ -186,6 +211,40 @@ def test_two_models_with_different_convolutions_in_one_process():
         _assert_close(logits(model)(variables, images), reference, tolerance=1e-4)
 
 
+def test_bfloat16_model_computes_with_onednn():
+    """A bfloat16 model with float32 parameters (flax casts each kernel to bfloat16) runs every
+    convolution of its compiled gradient step as a bfloat16 oneDNN call, and its gradients are
+    float32. (Compiled only: test_recipes trains a bfloat16 model, with oneDNN on one CPU.)"""
+    _require("onednn")
+    images = jax.ShapeDtypeStruct((4, 16, 16, 3), jnp.float32)
+    labels = jax.ShapeDtypeStruct((4,), jnp.int32)
+    model = models.create("resnet20", 10, depth=8, dtype=jnp.bfloat16, conv_impl="onednn")
+    variables = jax.eval_shape(lambda x: model.init(jax.random.key(0), x, train=False), images)
+
+    def loss(params, variables, images, labels):
+        logits, _ = model.apply(
+            {**variables, "params": params}, images, train=True, mutable=["batch_stats"]
+        )
+        return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+    step = jax.jit(jax.grad(loss)).lower(variables["params"], variables, images, labels)
+    step = step.compile()
+    calls = re.findall(r"(\w+)\[[\d,]*\]\{[\d,]*\} custom-call\((.*)", step.as_text())
+    dtypes = [dtype for dtype, rest in calls if f'"{onednn.TARGET}"' in rest]
+    # 7 convolutions: 7 forward, 7 kernel gradients, 6 input gradients (not the stem's).
+    assert dtypes == ["bf16"] * 20
+    for leaf in jax.tree.leaves((variables["params"], step.out_info)):  # and their gradients
+        assert leaf.dtype == jnp.float32
+
+
+def _output_of_a_fresh_process(code: str, env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
 def _impl_in_a_fresh_process(env: dict[str, str]) -> str:
     code = (
         "from jaxcnn.errors import UserError\n"
@@ -193,11 +252,7 @@ def _impl_in_a_fresh_process(env: dict[str, str]) -> str:
         "print(conv.resolve_impl('auto'))\n"
         "try:\n    conv.resolve_impl('onednn')\nexcept UserError as e:\n    print(e)\n"
     )
-    result = subprocess.run(
-        [sys.executable, "-c", code], env={**os.environ, **env}, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    return _output_of_a_fresh_process(code, env)
 
 
 def test_auto_without_a_compiler_keeps_taps(tmp_path):
@@ -308,6 +363,31 @@ def test_onednn_convolves_each_devices_shard_of_the_batch():
         assert report[kernel]["error"] < 1e-5, report
     assert report["odd_batch_error"] < 1e-5, report
     assert report["pmap_error"] < 1e-5, report
+
+
+def test_bfloat16_without_cpu_support_takes_the_taps_and_says_so_once():
+    """Where oneDNN sees no bfloat16 instructions (hidden here by ``ONEDNN_MAX_CPU_ISA``), it
+    would emulate them: bfloat16 convolutions keep the taps, float32 ones still go to oneDNN."""
+    _require("onednn")
+    code = (
+        "import jax, jax.numpy as jnp\n"
+        "from jaxcnn.kernels import onednn\n"
+        "from jaxcnn.models import conv\n"
+        "x, w = jnp.ones((1, 4, 4, 2)), jnp.ones((3, 3, 2, 2))\n"
+        "for dtype in (jnp.bfloat16, jnp.bfloat16, jnp.float32):\n"
+        "    f = lambda x, w: conv.conv_general_dilated(x, w, (1, 1), 'SAME', impl='onednn',\n"
+        "        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))\n"
+        "    jaxpr = str(jax.make_jaxpr(f)(x.astype(dtype), w.astype(dtype)))\n"
+        "    print('onednn' if onednn.TARGET in jaxpr else 'taps')\n"
+    )
+    output = _output_of_a_fresh_process(code, {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"})
+    assert output.splitlines() == [
+        "conv_impl 'onednn': bfloat16 convolutions take the taps path: this CPU has no bfloat16 "
+        "instructions (AVX512-BF16 or AMX) for oneDNN to use.",
+        "taps",
+        "taps",
+        "onednn",
+    ]
 
 
 def test_building_the_kernel_is_explicit_and_says_so_once(tmp_path):

@@ -11,9 +11,15 @@ the library is cached in ``$JAXCNN_KERNEL_DIR`` or ``~/.cache/jaxcnn/kernels``, 
 source, jaxlib and oneDNN), loads it and registers it with XLA, or says why it cannot (no oneDNN
 wheel, no compiler, a build error). It runs at a known moment: when a model is built with
 oneDNN convolutions (``conv_impl``), i.e. at a training run's start-up, or explicitly with
-``python -m jaxcnn.kernels``; never while a function is being traced. :func:`conv` is a float32
+``python -m jaxcnn.kernels``; never while a function is being traced. :func:`conv` is an
 NHWC/HWIO convolution (any strides, padding, kernel dilation and feature groups) whose gradients
-are oneDNN's too.
+are oneDNN's too, in float32 or bfloat16. oneDNN accumulates bfloat16 products in float32 and
+rounds each result to bfloat16 once: the kernel gradient, a sum over the batch, comes out
+bit-identical to its float32 sum rounded to bfloat16 (measured), so asking oneDNN for a float32
+one would only add traffic (flax casts the float32 master kernel to bfloat16 before the
+convolution, and XLA keeps that cast's bfloat16 round trip on the way back). :func:`unsupported`
+says whether a dtype runs at full speed here: bfloat16 needs the CPU's bfloat16 instructions
+(AVX512-BF16 or AMX), without which oneDNN emulates them or takes its slow reference kernels.
 
 XLA cannot partition a custom call over devices: in a ``jit`` program whose batch is sharded it
 would gather each convolution's operands onto every device. So :func:`conv`, given the program's
@@ -45,6 +51,10 @@ from jax.sharding import Mesh, PartitionSpec
 TARGET = "jaxcnn_onednn_conv"
 SOURCE = Path(__file__).with_name("onednn_conv.cc")
 _FORWARD, _INPUT_GRAD, _KERNEL_GRAD = 0, 1, 2
+DTYPES = (jnp.float32, jnp.bfloat16)
+# oneDNN's ISA values are bit masks (dnnl_types.h): an ISA includes another when it has all
+# of the other's bits. AVX512-BF16 is the first with bfloat16 dot products; AMX includes it.
+_ISA_AVX512_CORE_BF16 = 0xE7
 
 
 class BuildError(RuntimeError):
@@ -110,19 +120,42 @@ def _build() -> Path:
 
 
 @functools.cache
+def _library() -> ctypes.CDLL:
+    """The custom call's library, built where not cached, loaded and registered with XLA."""
+    library = ctypes.cdll.LoadLibrary(str(_build()))
+    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.JaxcnnOnednnConv), "cpu")
+    return library
+
+
+@functools.cache
 def load() -> str | None:
     """Build (where not cached), load and register the custom call, once per process; returns
     why oneDNN convolutions cannot run here, or None when they can."""
     try:
-        library = ctypes.cdll.LoadLibrary(str(_build()))
+        _library()
     except (BuildError, OSError) as error:
         return str(error)
-    jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(library.JaxcnnOnednnConv), "cpu")
+    return None
+
+
+@functools.cache
+def unsupported(dtype: jnp.dtype) -> str | None:
+    """Why oneDNN cannot run convolutions of ``dtype`` at full speed here, or None when it can:
+    float32 wherever :func:`load` succeeds, bfloat16 where the CPU has bfloat16 instructions as
+    oneDNN sees them (``ONEDNN_MAX_CPU_ISA`` can hide them)."""
+    if reason := load():
+        return reason
+    if dtype not in DTYPES:
+        return f"oneDNN convolutions take float32 or bfloat16, not {jnp.dtype(dtype).name}"
+    isa = _library().dnnl_get_effective_cpu_isa()  # libdnnl's C API, through the kernel's link
+    if dtype == jnp.bfloat16 and isa & _ISA_AVX512_CORE_BF16 != _ISA_AVX512_CORE_BF16:
+        return "this CPU has no bfloat16 instructions (AVX512-BF16 or AMX) for oneDNN to use"
     return None
 
 
 def _call(kind: int, a: jax.Array, b: jax.Array, out_shape: Sequence[int], geometry) -> jax.Array:
-    result = jax.ShapeDtypeStruct(tuple(out_shape), jnp.float32)
+    """One oneDNN primitive on ``a`` and ``b``; its result has their dtype."""
+    result = jax.ShapeDtypeStruct(tuple(out_shape), a.dtype)
     call = jax.ffi.ffi_call(TARGET, result, vmap_method="sequential")
     # XLA:CPU may run the programs of all local devices at once, each calling oneDNN on its own
     # thread: the handler shares the cores among them (onednn_conv.cc).
@@ -139,7 +172,9 @@ def _per_shard(
     if kind == _KERNEL_GRAD:  # (x, dy) -> dw
 
         def body(a: jax.Array, b: jax.Array) -> jax.Array:
-            return jax.lax.psum(_call(kind, a, b, out_shape, geometry), mesh.axis_names)
+            partial = _call(kind, a, b, out_shape, geometry)  # summed in float32 over the mesh
+            total = jax.lax.psum(partial.astype(jnp.float32), mesh.axis_names)
+            return total.astype(partial.dtype)
 
         in_specs, out_specs = (batch, batch), PartitionSpec()
     else:  # (x, w) -> y or (dy, w) -> dx
@@ -164,7 +199,8 @@ def conv(
     groups: int,
     mesh: Mesh | None = None,
 ) -> jax.Array:
-    """Float32 convolution of NHWC ``x`` with HWIO ``kernel`` by oneDNN, forward and backward.
+    """Convolution of NHWC ``x`` with HWIO ``kernel`` by oneDNN, forward and backward, both
+    float32 or both bfloat16 (a ``TypeError`` otherwise).
 
     ``out_size`` is the output's spatial size (XLA's shape rule gives it), ``padding`` the
     explicit, non-negative (low, high) padding of the two spatial axes, ``groups`` the feature
@@ -173,6 +209,11 @@ def conv(
     mesh, e.g. at initialisation, is convolved whole, on operands XLA gathers). :func:`load`
     must have succeeded: this only emits the call.
     """
+    if x.dtype != kernel.dtype or x.dtype not in DTYPES:
+        raise TypeError(
+            f"oneDNN convolutions take float32 or bfloat16 operands of one dtype, not "
+            f"{x.dtype.name} and {kernel.dtype.name}"
+        )
     geometry = dict(
         strides=np.asarray(strides, np.int64),
         pad_lo=np.asarray([lo for lo, _ in padding], np.int64),

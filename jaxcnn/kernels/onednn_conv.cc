@@ -1,10 +1,12 @@
 // oneDNN convolutions as an XLA FFI custom call for XLA:CPU (see onednn.py).
 //
 // One handler, three kinds of work, all on NHWC activations and HWIO kernels (JAX's and
-// flax's layouts), float32:
+// flax's layouts):
 //   kind 0, forward:          (x, w)  -> y
 //   kind 1, input gradient:   (dy, w) -> dx
 //   kind 2, kernel gradient:  (x, dy) -> dw
+// All three operands are float32, or all bfloat16: oneDNN accumulates bfloat16 products in
+// float32 and rounds each result once (the kernel gradient's sum over the batch too).
 // Activations stay in XLA's buffers in NHWC ("channels last", as PyTorch's fast CPU path
 // uses them); kernels are reordered to and from the layout oneDNN picks for each primitive.
 // Primitives are created once per shape and kept: creating one compiles machine code.
@@ -30,15 +32,18 @@ namespace {
 
 using Dims = dnnl::memory::dims;
 using Tag = dnnl::memory::format_tag;
+using DataType = dnnl::memory::data_type;
 
 enum Kind : int64_t { kForward = 0, kInputGrad = 1, kKernelGrad = 2 };
 
 struct Geometry {
   Dims x_nhwc, w_hwio, y_nhwc, strides, pad_lo, pad_hi, dilation;
   int64_t groups;
+  DataType type;  // every operand's: f32 or bf16
 
   std::string Key(int64_t kind) const {
-    std::string key = std::to_string(kind) + "/" + std::to_string(groups);
+    std::string key = std::to_string(kind) + "/" + std::to_string(groups) + "/" +
+                      std::to_string(static_cast<int>(type));
     for (const Dims* dims : {&x_nhwc, &w_hwio, &y_nhwc, &strides, &pad_lo, &pad_hi, &dilation}) {
       key += "/";
       for (int64_t d : *dims) key += std::to_string(d) + ",";
@@ -61,18 +66,17 @@ dnnl::engine& Engine() {
 }
 
 std::shared_ptr<Plan> MakePlan(int64_t kind, const Geometry& g) {
-  using dt = dnnl::memory::data_type;
   const Dims& x = g.x_nhwc;
   const Dims& w = g.w_hwio;
   const Dims& y = g.y_nhwc;
   // oneDNN names dimensions logically (N, C, H, W / O, I, H, W); the tag gives the memory order.
-  const dnnl::memory::desc src({x[0], x[3], x[1], x[2]}, dt::f32, Tag::nhwc);
-  const dnnl::memory::desc dst({y[0], y[3], y[1], y[2]}, dt::f32, Tag::nhwc);
+  const dnnl::memory::desc src({x[0], x[3], x[1], x[2]}, g.type, Tag::nhwc);
+  const dnnl::memory::desc dst({y[0], y[3], y[1], y[2]}, g.type, Tag::nhwc);
   const Dims kernel_dims = g.groups == 1
                                ? Dims{w[3], w[2], w[0], w[1]}
                                : Dims{g.groups, w[3] / g.groups, w[2], w[0], w[1]};
-  const dnnl::memory::desc user_kernel(kernel_dims, dt::f32, g.groups == 1 ? Tag::hwio : Tag::hwigo);
-  const dnnl::memory::desc any_kernel(kernel_dims, dt::f32, Tag::any);
+  const dnnl::memory::desc user_kernel(kernel_dims, g.type, g.groups == 1 ? Tag::hwio : Tag::hwigo);
+  const dnnl::memory::desc any_kernel(kernel_dims, g.type, Tag::any);
   const Dims dilation = {g.dilation[0] - 1, g.dilation[1] - 1};  // oneDNN counts from 0
 
   dnnl::primitive_attr attr;
@@ -140,13 +144,37 @@ class Buffer {
 
 Dims ToDims(ffi::Span<const int64_t> span) { return Dims(span.begin(), span.end()); }
 
+// oneDNN's data type for the element types it computes here (undef for the others).
+DataType ToDataType(ffi::DataType type) {
+  switch (type) {
+    case ffi::F32:
+      return DataType::f32;
+    case ffi::BF16:
+      return DataType::bf16;
+    default:
+      return DataType::undef;
+  }
+}
+
+const char* Name(DataType type) {
+  switch (type) {
+    case DataType::f32:
+      return "float32";
+    case DataType::bf16:
+      return "bfloat16";
+    default:
+      return "another type";
+  }
+}
+
 struct Operand {
   void* data;
   Dims dims;
+  DataType type;
 };
 
 Operand Of(const ffi::AnyBuffer& buffer) {
-  return {buffer.untyped_data(), ToDims(buffer.dimensions())};
+  return {buffer.untyped_data(), ToDims(buffer.dimensions()), ToDataType(buffer.element_type())};
 }
 
 ffi::Error Convolution(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyBuffer> out,
@@ -159,10 +187,6 @@ ffi::Error Convolution(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyB
   // plans it makes and runs; the number is the same for every call of a process).
   static const int cores = omp_get_max_threads();  // OMP_NUM_THREADS, or the CPUs usable
   omp_set_num_threads(static_cast<int>(std::max<int64_t>(1, cores / local_devices)));
-  if (a.element_type() != ffi::F32 || b.element_type() != ffi::F32 ||
-      out->element_type() != ffi::F32) {
-    return ffi::Error::InvalidArgument("jaxcnn_onednn_conv: float32 operands only");
-  }
   if (kind < kForward || kind > kKernelGrad) {
     return ffi::Error::InvalidArgument("jaxcnn_onednn_conv: kind must be 0, 1 or 2");
   }
@@ -171,8 +195,14 @@ ffi::Error Convolution(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::Result<ffi::AnyB
   const Operand& x = kind == kInputGrad ? result : first;
   const Operand& w = kind == kKernelGrad ? result : second;
   const Operand& y = kind == kForward ? result : (kind == kInputGrad ? first : second);
-  const Geometry geometry{x.dims,         w.dims,           y.dims,           ToDims(strides),
-                          ToDims(pad_lo), ToDims(pad_hi), ToDims(dilation), groups};
+  if (x.type == DataType::undef || w.type != x.type || y.type != x.type) {
+    return ffi::Error::InvalidArgument(
+        std::string("jaxcnn_onednn_conv: operands must be all float32 or all bfloat16, not x ") +
+        Name(x.type) + ", w " + Name(w.type) + ", y " + Name(y.type));
+  }
+  const Geometry geometry{x.dims,         w.dims,         y.dims,           ToDims(strides),
+                          ToDims(pad_lo), ToDims(pad_hi), ToDims(dilation), groups,
+                          x.type};
   try {
     const std::shared_ptr<Plan> plan = GetPlan(kind, geometry);
     auto& engine = Engine();

@@ -3,10 +3,11 @@ or reformulated where XLA:CPU is slow.
 
 XLA:CPU's convolution kernels are slow next to oneDNN, PyTorch's CPU library (BENCHMARKS.md,
 "Where a convolution's time goes"). The fastest way out is to call oneDNN (``"onednn"``, see
-``jaxcnn/kernels/onednn.py``): forward, input gradient and kernel gradient of float32
-convolutions, dense, grouped and depthwise. Where oneDNN cannot run (no compiler, other
-dtypes), two parts of a convolution's training step run far below the machine's speed on XLA:CPU
-(BENCHMARKS.md, "Where a convolution's time goes"):
+``jaxcnn/kernels/onednn.py``): forward, input gradient and kernel gradient of float32 and
+bfloat16 convolutions, dense, grouped and depthwise. Where oneDNN cannot run (no compiler, other
+dtypes, bfloat16 on a CPU without bfloat16 instructions), two parts of a convolution's training
+step run far below the machine's speed on XLA:CPU (BENCHMARKS.md, "Where a convolution's time
+goes"):
 
 - The gradient of a dense convolution with respect to its kernel (the "filter gradient"),
   which XLA computes as another convolution with unusual dimension numbers: 3-10× slower than
@@ -30,11 +31,13 @@ resolved once by :func:`resolve_impl` for the platform: ``"onednn"`` on CPU wher
 available (one device, a ``jit`` mesh of several, where each device convolves its own shard of
 the batch, ``pmap``, several processes), ``"taps"`` on CPU where it is not, and ``"xla"`` on GPU
 and TPU, where cuDNN and TPU convolutions need no help. Two models with different
-implementations can live in one process. Under ``"onednn"``, convolutions that are not float32
-take the ``"taps"`` path. Input dilation and layouts other than NHWC/HWIO always use XLA's, as
-do grouped convolutions other than depthwise outside oneDNN. The oneDNN call and the dense
-filter gradient are ``jax.custom_vjp`` functions, which support reverse mode only: build with
-``"xla"`` to take forward-mode derivatives (``jax.jvp``).
+implementations can live in one process. Under ``"onednn"``, convolutions that oneDNN cannot run
+at full speed here (:func:`onednn.unsupported`: dtypes other than float32 and bfloat16, or
+bfloat16 without the CPU's bfloat16 instructions) take the ``"taps"`` path, which is said once
+per dtype. Input dilation and layouts other than NHWC/HWIO always use XLA's, as do grouped
+convolutions other than depthwise outside oneDNN. The oneDNN call and the dense filter gradient
+are ``jax.custom_vjp`` functions, which support reverse mode only: build with ``"xla"`` to take
+forward-mode derivatives (``jax.jvp``).
 """
 
 from __future__ import annotations
@@ -72,6 +75,15 @@ def resolve_impl(impl: str) -> str:
     if backend != "cpu":
         return "xla"
     return "onednn" if onednn.load() is None else "taps"
+
+
+@functools.cache
+def _onednn_runs(dtype: jnp.dtype) -> bool:
+    """Whether oneDNN computes convolutions of ``dtype`` here; says once why not."""
+    reason = onednn.unsupported(dtype)
+    if reason and jax.process_index() == 0:
+        print(f"conv_impl 'onednn': {dtype.name} convolutions take the taps path: {reason}.")
+    return reason is None
 
 
 def _explicit_padding(
@@ -201,11 +213,7 @@ def conv_general_dilated(
     dilation = tuple(rhs_dilation or (1, 1))
     pads = _explicit_padding(padding, lhs.shape[1:3], rhs.shape[:2], strides, dilation)
     out_size = jax.eval_shape(conv, lhs, rhs).shape[1:3]  # XLA's own shape rule
-    if (
-        impl == "onednn"
-        and lhs.dtype == rhs.dtype == jnp.float32
-        and all(p >= 0 for pair in pads for p in pair)
-    ):
+    if impl == "onednn" and all(p >= 0 for pair in pads for p in pair) and _onednn_runs(lhs.dtype):
         return onednn.conv(lhs, rhs, out_size, strides, pads, dilation, feature_group_count, mesh)
 
     channels = lhs.shape[-1]

@@ -84,7 +84,7 @@ class Sizes:
 
 
 FULL = Sizes("resnet50", "bfloat16", 256, 1024, 5, 20, 0, 8192, 0, 0, 0)
-# float32: on the CPU bfloat16 convolutions take the slow-to-compile "taps" path
+# float32 on the CPU: bfloat16 needs its instructions there (AVX512-BF16 or AMX)
 TINY = Sizes("airbench94", "float32", 8, 16, 1, 1, 1, 256, 128, 4, 32)
 
 

@@ -76,14 +76,14 @@ def test_interleaved_method_times_variants_alongside(monkeypatch):
 
     monkeypatch.setitem(train_step.CASES, "tiny", ("lenet5", {}, (32, 32, 1), 8))
     specs = train_step.runner_specs(
-        "tiny", 8, "float32", "auto", 2, ("taps", "xla"), (1,), ("bfloat16",), with_torch=False
+        "tiny", 8, "float32", "auto", 2, ("xla",), (1,), ("bfloat16",), with_torch=False
     )
     results = train_step.interleaved(specs, windows=2, steps=3)
     row = train_step.summarise("tiny", "interleaved", "float32", 8, results, peak_flops=None)
     assert row["conv_impl"] == conv.resolve_impl("auto")  # the default ...
     assert row["steps_per_dispatch"] == 2
     # ... and the same step with each other implementation, one step per dispatch, bfloat16.
-    labels = {"jaxcnn", "conv_impl=taps", "conv_impl=xla", "steps_per_dispatch=1"}
+    labels = {"jaxcnn", "conv_impl=xla", "steps_per_dispatch=1"}
     labels.add("dtype=bfloat16")
     assert set(row["runners"]) == labels
     for runner in row["runners"].values():

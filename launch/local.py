@@ -58,9 +58,14 @@ PEER_WAIT_SECONDS = 2.0
 STOPPED_ON_REQUEST = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 # gloo (the CPU collectives over TCP) connecting a process to its peers: nothing to act on.
+# gloo writes it in pieces, so another write may split it: its start can end up inside another
+# line, and its end alone on a line.
 GLOO_CHATTER = re.compile(
-    r"\[Gloo\] Rank \d+ is connected to \d+ peer ranks\. "
-    r"Expected number of connected peer ranks is : \d+"
+    r"\[Gloo\] Rank \d+ is connected to"
+    r"( \d+( peer ranks\.( Expected number of connected peer ranks is : \d+)?)?)?"
+)
+GLOO_CHATTER_END = re.compile(
+    r"\s*(\d+ )?(peer ranks\. ?)?(Expected number of connected peer ranks is : \d+)?\s*"
 )
 # How a process starts to go down after another one died: JAX's distributed runtime (its
 # coordination service and client) logging the death, a fatal log line, a check failure's C++
@@ -279,8 +284,12 @@ class Launch:
         (with ``report``) without what the process prints because another one died."""
         for raw in pipe:
             line = raw.decode(errors="surrogateescape").rstrip("\n")
-            if GLOO_CHATTER.fullmatch(line.rstrip()):
+            if "peer ranks" in line and GLOO_CHATTER_END.fullmatch(line):
                 continue
+            if GLOO_CHATTER.search(line):
+                line = GLOO_CHATTER.sub("", line)
+                if not line.strip():
+                    continue
             for kept in report(line) if report else [line]:
                 self._write(target, prefix + kept.encode(errors="surrogateescape") + b"\n")
         if report:

@@ -62,26 +62,27 @@ def test_divergence_stops_the_run_and_keeps_only_finite_checkpoints(digits_data_
 
 
 def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes(digits_data_dir, tmp_path):
-    # A constant rate: a 40-step run is the start of a 60-step one.
+    # A constant rate: a 40-step run is the start of a 60-step one, so the resumed run saves
+    # step 40 again, bit for bit, on its way to 60.
     args = [
         "--config.checkpoint_every_steps=20",
         "--config.keep_checkpoints=3",
         "--config.schedule.name=constant",
     ]
-    straight, damaged = tmp_path / "straight", tmp_path / "damaged"
-    assert _train(digits_data_dir, straight, "--config.num_train_steps=60", *args).returncode == 0
-    assert _train(digits_data_dir, damaged, "--config.num_train_steps=40", *args).returncode == 0
+    assert _train(digits_data_dir, tmp_path, "--config.num_train_steps=40", *args).returncode == 0
+    intact = _saved_params(tmp_path, 40)
     # Emulate a crash that left garbage in the newest checkpoint's data.
-    for data_file in (damaged / "checkpoints" / "40").rglob("*"):
+    for data_file in (tmp_path / "checkpoints" / "40").rglob("*"):
         if data_file.is_file() and "d" in data_file.parent.name:
             data_file.write_bytes(b"\0garbage")
-    result = _train(digits_data_dir, damaged, "--config.num_train_steps=60", *args)
+    result = _train(digits_data_dir, tmp_path, "--config.num_train_steps=60", *args)
     assert result.returncode == 0, result.stderr
     assert "Checkpoint at step 40 is damaged" in result.stdout
     assert "Resuming from the checkpoint at step 20" in result.stdout
-    assert (damaged / "damaged_checkpoints" / "40").is_dir()  # kept for inspection
-    for a, b in zip(_saved_params(straight, 60), _saved_params(damaged, 60), strict=True):
+    assert (tmp_path / "damaged_checkpoints" / "40").is_dir()  # kept for inspection
+    for a, b in zip(intact, _saved_params(tmp_path, 40), strict=True):
         np.testing.assert_array_equal(a, b)
+    assert json.loads((tmp_path / "results.json").read_text())["step"] == 60
 
 
 def test_a_checkpoint_of_another_model_is_one_line(digits_data_dir, tmp_path):

@@ -47,8 +47,22 @@ def test_quickstart_learns_digits(digits_data_dir, tmp_path):
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert {r["split"] for r in records} == {"train", "eval"}
     assert records[-1]["step"] == results["step"]
-    assert any((tmp_path / "tensorboard").iterdir())
+    assert _tensorboard_scalars(tmp_path)["eval/accuracy"] == pytest.approx(
+        {results["step"]: results["eval"]["accuracy"]}
+    )
     assert (tmp_path / "config.json").exists()
+
+
+def _tensorboard_scalars(workdir: Path) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} read back with TensorFlow's reader, which checks each record's CRC."""
+    import tensorflow as tf
+
+    scalars = {}
+    for path in sorted((workdir / "tensorboard").iterdir()):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                scalars.setdefault(value.tag, {})[event.step] = value.simple_value
+    return scalars
 
 
 def _final_params(workdir: Path) -> dict:

@@ -1,7 +1,7 @@
 """Where metrics go: a console line, a JSON-lines file and TensorBoard event files.
 
-TensorBoard events are written with tensorboardX, which needs neither TensorFlow nor the
-tensorboard package, so logging works on accelerator machines without TensorFlow.
+TensorBoard event files are written without TensorFlow (``training/tensorboard.py``), so
+logging works on accelerator machines without it.
 Only process 0 writes; the other processes get a writer that does nothing.
 """
 
@@ -16,6 +16,8 @@ from typing import Any
 
 import jax
 import ml_collections
+
+from jaxcnn.training.tensorboard import EventFileWriter
 
 METRICS_FILE = "metrics.jsonl"
 RESULTS_FILE = "results.json"  # final metrics; written when a run has finished
@@ -32,10 +34,8 @@ class MetricWriter:
         self._active = jax.process_index() == 0
         if not self._active:
             return
-        from tensorboardX import SummaryWriter
-
         self._jsonl = open(os.path.join(workdir, METRICS_FILE), "a", encoding="utf-8")  # noqa: SIM115
-        self._tensorboard = SummaryWriter(os.path.join(workdir, TENSORBOARD_DIR))
+        self._tensorboard = EventFileWriter(os.path.join(workdir, TENSORBOARD_DIR))
 
     def write(self, step: int, split: str, metrics: dict[str, Any]) -> None:
         if not self._active:
@@ -46,10 +46,8 @@ class MetricWriter:
         record = {"step": step, "split": split, "time": time.time(), **finite}
         self._jsonl.write(json.dumps(record, allow_nan=False) + "\n")
         self._jsonl.flush()
-        for name, value in finite.items():
-            if value is not None:
-                self._tensorboard.add_scalar(f"{split}/{name}", value, step)
-        self._tensorboard.flush()
+        scalars = {f"{split}/{name}": v for name, v in finite.items() if v is not None}
+        self._tensorboard.add_scalars(step, scalars)
 
     def close(self) -> None:
         if self._active:

@@ -77,11 +77,18 @@ def base_config() -> ml_collections.ConfigDict:
     config.optimizer.eps = 1e-8  # adamw, lamb; rmsprop (inside the square root, as TF)
     config.optimizer.rms_decay = 0.9  # rmsprop: decay of the mean square
     config.optimizer.trust_coefficient = 0.001  # lars
-    config.optimizer.weight_decay = 0.0  # on kernels only (not biases or norm parameters)
+    config.optimizer.weight_decay = 0.0  # on the parameters of weight_decay_params
+    # kernels (and embeddings; not biases or normalisation parameters) | all
+    config.optimizer.weight_decay_params = "kernels"
+    # Per-parameter decay factors, "REGEX=FACTOR,..." as lr_multipliers; sgd and rmsprop only
+    # (they add the decay to the gradient, so a parameter's lr multiplier scales its decay too).
+    config.optimizer.weight_decay_multipliers = ""
     config.optimizer.grad_clip_norm = 0.0  # clip the global gradient norm; 0 = off
     # Per-parameter update factors, "REGEX=FACTOR,..." matched against parameter paths such as
     # "block1/conv/kernel" (first match wins); a factor of 0 freezes the parameter.
     config.optimizer.lr_multipliers = ""
+    # "REGEX=EPOCHS,...": the matching parameters stop training after that many epochs.
+    config.optimizer.freeze_after_epochs = ""
     # Split each batch into this many micro-batches and average their gradients: the update of
     # the whole batch in less memory (each device's batch must divide).
     config.optimizer.accum_steps = 1

@@ -19,7 +19,7 @@ from jaxcnn.data import augment, device_resident
 from jaxcnn.errors import UserError
 from jaxcnn.models.airbench import identity_first_init, whitening_kernel
 from jaxcnn.training.checkpoint import Checkpointer
-from jaxcnn.training.optim import make_optimizer, make_schedule, parse_lr_multipliers
+from jaxcnn.training.optim import check_names, make_optimizer, make_schedule, parse_path_rules
 from jaxcnn.training.state import TrainState
 from jaxcnn.training.step import ema_decay_schedule, tta_logits, update_ema
 
@@ -41,28 +41,80 @@ def test_linear_schedule_warms_up_from_a_fraction_and_decays_to_end_factor():
     assert float(schedule(100)) == pytest.approx(0.2)
 
 
-def _sgd_update(multipliers: str, momentum: float = 0.0) -> dict:
+def _sgd_updates(steps: int = 1, grad: float = 1.0, **optimizer) -> list[dict]:
+    """The updates of ``steps`` SGD steps (rate 0.5, no momentum, 2 steps per epoch) on a
+    kernel, a bias and a head of ones, with constant gradients ``grad``."""
     config = base_config()
-    config.optimizer.momentum = momentum
-    config.optimizer.lr_multipliers = multipliers
-    tx = make_optimizer(config, optax.constant_schedule(0.5))
-    params = {"block": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}, "head": jnp.ones(3)}
-    grads = jax.tree.map(jnp.ones_like, params)
-    updates, _ = tx.update(grads, tx.init(params), params)
-    return updates
+    config.optimizer.momentum = 0.0
+    config.optimizer.update(optimizer)
+    check_names(config)
+    tx = make_optimizer(config, optax.constant_schedule(0.5), steps_per_epoch=2)
+    params = {"block": {"kernel": jnp.ones((2, 2)), "bias": jnp.ones(2)}, "head": jnp.ones((3, 1))}
+    grads = jax.tree.map(lambda p: jnp.full_like(p, grad), params)
+    state, all_updates = tx.init(params), []
+    for _ in range(steps):
+        updates, state = tx.update(grads, state, params)
+        all_updates.append(updates)
+    return all_updates
 
 
 def test_lr_multipliers_scale_freeze_and_take_the_first_match():
-    updates = _sgd_update("block/bias=0,block/.*=3")
+    (updates,) = _sgd_updates(lr_multipliers="block/bias=0,block/.*=3")
     np.testing.assert_allclose(updates["block"]["bias"], 0.0)
     np.testing.assert_allclose(updates["block"]["kernel"], -1.5)
     np.testing.assert_allclose(updates["head"], -0.5)
 
 
-@pytest.mark.parametrize("text", ["bias", "=2", "bias=x", "[=1"])
-def test_malformed_lr_multipliers_are_user_errors(text):
-    with pytest.raises(UserError, match="REGEX=FACTOR"):
-        parse_lr_multipliers(text)
+def test_weight_decay_on_kernels_or_all_and_per_parameter_factors():
+    (kernels,) = _sgd_updates(grad=0.0, weight_decay=0.1)
+    np.testing.assert_allclose(kernels["block"]["kernel"], -0.05)
+    np.testing.assert_allclose(kernels["block"]["bias"], 0.0)  # biases don't decay by default
+    (every,) = _sgd_updates(grad=0.0, weight_decay=0.1, weight_decay_params="all")
+    np.testing.assert_allclose(every["block"]["bias"], -0.05)
+    # airbench's pairing: a bias that learns 2× faster decays at the same rate as the rest.
+    (paired,) = _sgd_updates(
+        weight_decay=0.1,
+        weight_decay_params="all",
+        weight_decay_multipliers="bias=0.5,head=0",
+        lr_multipliers="bias=2",
+    )
+    np.testing.assert_allclose(paired["block"]["bias"], -2 * 0.5 * (1 + 0.1 * 0.5))
+    np.testing.assert_allclose(paired["block"]["kernel"], -0.5 * (1 + 0.1))
+    np.testing.assert_allclose(paired["head"], -0.5)  # a factor of 0: no decay
+
+
+def test_freeze_after_epochs_stops_only_the_named_parameters_at_their_epoch():
+    steps = _sgd_updates(steps=4, freeze_after_epochs="bias=1")  # 2 steps per epoch
+    assert [float(u["block"]["bias"][0]) for u in steps] == [-0.5, -0.5, 0.0, 0.0]
+    assert [float(u["block"]["kernel"][0, 0]) for u in steps] == [-0.5] * 4
+
+
+@pytest.mark.parametrize(
+    ("field", "text"),
+    [
+        ("lr_multipliers", "bias"),
+        ("lr_multipliers", "=2"),
+        ("lr_multipliers", "bias=x"),
+        ("lr_multipliers", "[=1"),
+        ("weight_decay_multipliers", "bias=-1"),
+        ("freeze_after_epochs", "whiten/bias"),
+    ],
+)
+def test_malformed_per_parameter_rules_are_user_errors(field, text):
+    with pytest.raises(UserError, match=f"optimizer.{field} entry .* is not REGEX="):
+        parse_path_rules(f"optimizer.{field}", text)
+
+
+def test_weight_decay_fields_name_their_valid_choices():
+    config = base_config()
+    config.optimizer.weight_decay_params = "biases"
+    with pytest.raises(UserError, match="valid choices: all, kernels"):
+        check_names(config)
+    config = base_config()
+    config.optimizer.name = "adamw"
+    config.optimizer.weight_decay_multipliers = "bias=0.5"
+    with pytest.raises(UserError, match="sgd or rmsprop"):
+        check_names(config)
 
 
 def _state(params: jax.Array, ema: jax.Array, step: int) -> TrainState:

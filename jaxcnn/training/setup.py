@@ -215,7 +215,7 @@ def build_setup(config: ml_collections.ConfigDict, info: data.DatasetInfo | None
         steps_per_epoch=steps_per_epoch,
         total_steps=total_steps,
         schedule=schedule,
-        tx=make_optimizer(config, schedule),
+        tx=make_optimizer(config, schedule, steps_per_epoch),
         steps_per_dispatch=per_dispatch,
     )
     if config.trainable:  # a pattern that matches no parameter fails now, not after training

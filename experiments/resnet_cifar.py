@@ -19,8 +19,10 @@ reports the test error of that; here the 64k iterations run over all 50k trainin
 Weight decay skips biases and BatchNorm parameters (the paper decays all weights). For
 ResNet-110 the paper warms up at lr 0.01 for ~400 iterations; here a 1-epoch linear warm-up.
 
-Measured with jaxcnn: ResNet-20 not yet reproduced here; its run on the JPEG copy of CIFAR-10
-is in progress (``reproductions/resnet20_cifar10/``). The other depths: not yet reproduced here.
+Measured with jaxcnn: ResNet-20 87.41% test accuracy on the JPEG q75 copy of CIFAR-10 (seed 0,
+64k iterations on a 2-core CPU, resumed across sessions), 3.8 points below the paper; evidence
+and what was checked in ``reproductions/resnet20_cifar10/`` and README's "Reproduced results".
+The other depths: not yet reproduced here.
 """
 
 import ml_collections

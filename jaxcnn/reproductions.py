@@ -128,13 +128,27 @@ def target_status(group: Group) -> str:
     return f"≥ {_percent(group.target)} ({what}): missed by {100 * (group.target - value):.2f} pt"
 
 
+def training_seconds(run: Run) -> float:
+    """The training loop's time over all of a run's starts, from its logged rates: each train
+    record covers the steps since the one before at its images/s. A resumed run's
+    results.json times only its last start."""
+    batch, total, previous = run.config["batch_size"], 0.0, 0
+    for record in run.records.get("train", []):
+        if record.get("images_per_sec"):
+            total += (record["step"] - previous) * batch / record["images_per_sec"]
+        previous = record["step"]
+    return total
+
+
 def wall_time(group: Group) -> str:
     """Mean wall time of the finished runs (training, compiling and evaluating), from fresh
-    starts; a run resumed from a checkpoint shows its training-loop time instead."""
+    starts; where a run was resumed from a checkpoint, the mean training-loop time summed
+    over its starts (:func:`training_seconds`) instead."""
+    if any(run.results.get("started_at_step", 0) for run in group.finished):
+        loop = [training_seconds(run) for run in group.finished]
+        return f"{_minutes(statistics.mean(loop))} per run (training loop, over its restarts)"
     fresh = [
-        run.results["wall_time_sec"]
-        for run in group.finished
-        if run.results.get("started_at_step", 0) == 0 and "wall_time_sec" in run.results
+        run.results["wall_time_sec"] for run in group.finished if "wall_time_sec" in run.results
     ]
     if fresh:
         return _minutes(statistics.mean(fresh)) + " per run"
@@ -180,9 +194,13 @@ def run_details(group: Group) -> str:
         if raw:
             parts.append(f"raw weights {_percent(raw['accuracy'])}")
         parts.append(f"seed {run.config.get('seed')}, {results['step']:,} steps")
-        if "wall_time_sec" in results:
-            parts.append(f"wall time {_minutes(results['wall_time_sec'])}")
-        parts.append(f"training loop {_minutes(results['train_time_sec'])}")
+        if results.get("started_at_step", 0) == 0:
+            if "wall_time_sec" in results:
+                parts.append(f"wall time {_minutes(results['wall_time_sec'])}")
+            parts.append(f"training loop {_minutes(results['train_time_sec'])}")
+        else:
+            restarts = f"resumed at step {results['started_at_step']:,} and earlier"
+            parts.append(f"training loop {_minutes(training_seconds(run))} ({restarts})")
         lines.append(f"- `{run.name}`: " + "; ".join(parts))
     return "\n".join(lines) + "\n"
 

@@ -10,6 +10,7 @@ import pytest
 
 from jaxcnn import reproductions
 from jaxcnn.cli import load_config_file
+from jaxcnn.runs import find_runs
 
 from conftest import REPO, run_cli
 
@@ -92,6 +93,29 @@ def test_table_reports_mean_spread_targets_and_unfinished_runs(fake_reproduction
     assert reproductions.wall_time(recipe) == "3 min per run"
     assert reproductions.measured(long) == "unfinished: step 50 of 100; eval 80.00% at step 50"
     assert reproductions.target_status(long) == "≥ 90.00%: pending"
+
+
+def test_a_resumed_run_is_timed_over_all_its_starts(tmp_path):
+    """results.json of a resumed run times its last start only; the table sums the training
+    loop over every start from the logged rates (the last record of a step retrained wins)."""
+    folder = tmp_path / "recipe" / "seed0"
+    _write_run(folder, 0, 0.9, steps=300)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "batch_size": 10}))
+    rates = [(100, 10.0), (200, 5.0), (150, 1.0), (200, 20.0), (300, 100.0)]  # restart at 150
+    (folder / "metrics.jsonl").write_text(
+        "".join(
+            json.dumps({"step": step, "split": "train", "images_per_sec": rate}) + "\n"
+            for step, rate in rates
+        )
+    )
+    results = json.loads((folder / "results.json").read_text())
+    (folder / "results.json").write_text(json.dumps({**results, "started_at_step": 150}))
+    (run,) = find_runs(str(tmp_path / "recipe"))
+    # 100 steps at 10 img/s, 50 at 1, 50 at 20, 100 at 100; batch 10.
+    assert reproductions.training_seconds(run) == pytest.approx(100 + 500 + 25 + 10)
+    group = reproductions.Group("recipe", "x.py", "R", "P", 0.9, 0.9, "each", [run])
+    assert reproductions.wall_time(group) == "11 min per run (training loop, over its restarts)"
 
 
 def test_report_cli_regenerates_the_readme_section(fake_reproductions):

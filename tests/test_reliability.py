@@ -14,7 +14,7 @@ from jaxcnn.training import evaluation, loop
 from jaxcnn.training.checkpoint import Checkpointer
 from jaxcnn.training.loop import train_and_evaluate
 
-from conftest import run_cli
+from conftest import run_cli, shared_workdir
 
 QUICKSTART = "experiments/quickstart.py"
 
@@ -28,6 +28,19 @@ def _train(digits_data_dir: str, workdir: Path, *overrides: str):
         "--config.schedule.warmup_epochs=0",
         *overrides,
     )
+
+
+@pytest.fixture
+def ten_step_run(digits_data_dir, tmp_path, tmp_path_factory) -> Path:
+    """A copy of a finished 10-step quickstart run, trained once for the whole session."""
+
+    def train(workdir: Path) -> None:
+        result = _train(digits_data_dir, workdir, "--config.num_train_steps=10")
+        assert result.returncode == 0, result.stderr
+
+    workdir = tmp_path / "run"
+    shutil.copytree(shared_workdir(tmp_path_factory, "reliability_ten_steps", train), workdir)
+    return workdir
 
 
 def _saved_params(workdir: Path, step: int) -> list[np.ndarray]:
@@ -85,11 +98,10 @@ def test_damaged_newest_checkpoint_is_set_aside_and_the_run_resumes(digits_data_
     assert json.loads((tmp_path / "results.json").read_text())["step"] == 60
 
 
-def test_a_checkpoint_of_another_model_is_one_line(digits_data_dir, tmp_path):
-    assert _train(digits_data_dir, tmp_path, "--config.num_train_steps=10").returncode == 0
+def test_a_checkpoint_of_another_model_is_one_line(digits_data_dir, ten_step_run):
     result = _train(
         digits_data_dir,
-        tmp_path,
+        ten_step_run,
         "--config.num_train_steps=20",
         "--config.model.name=simple_cnn",
         "--config.dataset.image_size=28",
@@ -97,18 +109,17 @@ def test_a_checkpoint_of_another_model_is_one_line(digits_data_dir, tmp_path):
     assert result.returncode == 2, result.stderr
     assert "does not match the config" in result.stderr.strip().splitlines()[-1]
     assert "Traceback" not in result.stderr
-    assert (tmp_path / "checkpoints" / "10").is_dir()  # not set aside: it is intact
+    assert (ten_step_run / "checkpoints" / "10").is_dir()  # not set aside: it is intact
 
 
-def test_all_checkpoints_damaged_is_one_line_naming_the_folder(digits_data_dir, tmp_path):
-    assert _train(digits_data_dir, tmp_path, "--config.num_train_steps=10").returncode == 0
-    step = tmp_path / "checkpoints" / "10"
+def test_all_checkpoints_damaged_is_one_line_naming_the_folder(digits_data_dir, ten_step_run):
+    step = ten_step_run / "checkpoints" / "10"
     shutil.rmtree(step)
     step.mkdir()  # an emptied step folder
-    result = _train(digits_data_dir, tmp_path, "--config.num_train_steps=20")
+    result = _train(digits_data_dir, ten_step_run, "--config.num_train_steps=20")
     assert result.returncode == 0, result.stderr  # nothing intact: starts over, damage kept
     assert "Checkpoint at step 10 is damaged" in result.stdout
-    assert (tmp_path / "damaged_checkpoints" / "10").is_dir()
+    assert (ten_step_run / "damaged_checkpoints" / "10").is_dir()
 
 
 def test_the_final_checkpoint_is_saved_before_the_final_evaluation(

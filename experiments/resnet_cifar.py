@@ -22,6 +22,7 @@ ResNet-110 the paper warms up at lr 0.01 for ~400 iterations; here a 1-epoch lin
 Measured with jaxcnn: ResNet-20 87.41% test accuracy on the JPEG q75 copy of CIFAR-10 (seed 0,
 64k iterations on a 2-core CPU, resumed across sessions), 3.8 points below the paper; evidence
 and what was checked in ``reproductions/resnet20_cifar10/`` and README's "Reproduced results".
+The JPEG copy costs airbench94's own reference code 3.7 points (``reproductions/fast_cifar/``).
 The other depths: not yet reproduced here.
 """
 

@@ -274,6 +274,9 @@ def test_fast_cifar_recipe_runs_a_few_steps(tmp_path):
         "--config=experiments/fast_cifar.py",
         f"--workdir={tmp_path}",
         "--config.dataset.name=cifar10_jpeg",
+        # The streaming pipeline reads only what 10 small steps need; the recipe's device
+        # pipeline would decode all 60,000 images first (tests/test_data.py covers it).
+        "--config.dataset.pipeline=streaming",
         "--config.dataset.cache=False",
         "--config.dataset.shuffle_buffer=256",
         "--config.dataset.eval_split=test[:200]",

@@ -58,14 +58,15 @@ PEER_WAIT_SECONDS = 2.0
 STOPPED_ON_REQUEST = (128 + signal.SIGINT, 128 + signal.SIGTERM)
 
 # gloo (the CPU collectives over TCP) connecting a process to its peers: nothing to act on.
-# gloo writes it in pieces, so another write may split it: its start can end up inside another
-# line, and its end alone on a line.
+# gloo writes it in pieces, so another write may split it anywhere after "Rank N": its start
+# can end a line or sit inside another one, and its end can be a line of its own.
 GLOO_CHATTER = re.compile(
-    r"\[Gloo\] Rank \d+ is connected to"
-    r"( \d+( peer ranks\.( Expected number of connected peer ranks is : \d+)?)?)?"
+    r"\[Gloo\] Rank \d+( is connected to"
+    r"( \d+( peer ranks\.( Expected number of connected peer ranks is : \d+)?)?)?|$)"
 )
 GLOO_CHATTER_END = re.compile(
-    r"\s*(\d+ )?(peer ranks\. ?)?(Expected number of connected peer ranks is : \d+)?\s*"
+    r"\s*(is connected to )?(\d+ )?(peer ranks\. ?)?"
+    r"(Expected number of connected peer ranks is : \d+)?\s*"
 )
 # How a process starts to go down after another one died: JAX's distributed runtime (its
 # coordination service and client) logging the death, a fatal log line, a check failure's C++

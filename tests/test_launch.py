@@ -170,6 +170,7 @@ import sys
 print({GLOO_LINE!r}.format(I))
 print("step 8/20 from", I)
 print({GLOO_LINE!r}.format(I), file=sys.stderr)
+print({GLOO_LINE!r}.format(I).replace(" is", "\\n is", 1), file=sys.stderr)  # split by a write
 print("[Gloo] Rank", I, "lost its peer", file=sys.stderr)  # not the known chatter: kept
 print("a warning from", I, file=sys.stderr)
 """

@@ -11,10 +11,9 @@ set ``TFDS_DATA_DIR`` to its data directory (or ``--config.dataset.data_dir``).
 Expected test accuracy: the paper's 94.01% (mean of many runs, 9.9 epochs, 3.29 s on an A100).
 Measured with jaxcnn: 90.54% ± 0.31 mean test accuracy on the JPEG q75 copy of CIFAR-10 over
 seeds 0, 1, 2 (90.89%, 90.30%, 90.44%; 476 steps; 30–35 min per run on an otherwise idle 2-core
-CPU); evidence in ``reproductions/fast_cifar/`` and README's
-"Reproduced results". Not the paper's figure, and not because of jaxcnn: airbench94's own code,
-run to the end on the same JPEG copy, reaches 90.35% (seed 0; its notes). Test-time
-augmentation gives about 1 point of it.
+CPU); evidence in ``reproductions/fast_cifar/`` and README's "Reproduced results". Not the
+paper's figure, and not because of jaxcnn: airbench94's own code, run to the end on the same
+JPEG copy, reaches 90.35% (seed 0; its notes). Test-time augmentation gives about 1 point of it.
 
 The recipe, and where each part lives:
 - network: ``airbench94`` (jaxcnn/models/airbench.py); its 2×2 whitening filters are fitted to

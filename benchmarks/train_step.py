@@ -87,6 +87,7 @@ class Runner:
     run: Callable[[int], None]  # makes that many calls, then waits for the last to finish
     steps_per_call: int
     info: dict  # what the results report besides speed
+    program: jax.stages.Compiled | None = None  # jaxcnn's compiled step (benchmarks.step_profile)
 
 
 def _config(
@@ -169,6 +170,7 @@ def jaxcnn_step(
             "devices": jax.device_count(),
             "processes": jax.process_count(),
         },
+        compiled,
     )
 
 

@@ -251,3 +251,64 @@ def test_conv_layers_benchmark_smoke_run(tmp_path):
         if conv.resolve_impl("auto") == "onednn":
             assert row["onednn_forward_backward_ms"] > 0
     assert result.stdout.count("| 8, ") == 3
+
+
+@pytest.mark.timeout(300)
+def test_step_profile_smoke_run(tmp_path):
+    """Both frameworks' steps profiled in their own processes, sorted into the same kinds."""
+    output = tmp_path / "profile.json"
+    result = run_cli(
+        "benchmarks.step_profile", "--quick", "--models=resnet20", f"--output={output}"
+    )
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(output.read_text())["results"]
+    jaxcnn = row["jaxcnn"]["busy_ms"]
+    # XLA:CPU's per-operation events were on, and each was tied to its Flax module and phase.
+    for key in ("forward/convolution", "backward/convolution", "forward/normalization"):
+        assert jaxcnn.get(key, 0) > 0, key
+    assert 0.3 < sum(jaxcnn.values()) / row["jaxcnn"]["wall_ms"] < 3
+    assert "| forward | convolution |" in result.stdout
+    if importlib.util.find_spec("torch") is None:
+        pytest.skip("torch is not installed (pip install -e '.[bench]'): PyTorch side not run")
+    torch = row["torch"]["busy_ms"]
+    for key in ("forward/convolution", "backward/convolution", "backward/normalization"):
+        assert torch.get(key, 0) > 0, key
+    assert torch.get("update/elementwise and other", 0) > 0  # SGD's update, in its own phase
+
+
+def test_step_profile_sorts_operations_into_kinds_and_phases():
+    import jax
+    import jax.numpy as jnp
+
+    from benchmarks import step_profile
+
+    def loss(kernel, x):
+        y = jax.lax.conv_general_dilated(x, kernel, (1, 1), "SAME")
+        return jnp.tanh(y.reshape(2, -1) @ jnp.ones((y.size // 2, 3))).sum()
+
+    x, kernel = jnp.ones((2, 3, 8, 8)), jnp.ones((4, 3, 3, 3))
+    text = jax.jit(jax.grad(loss)).lower(kernel, x).compile().as_text()
+    instructions = step_profile.hlo_instructions(text)
+    kinds = {step_profile.jaxcnn_kind(i) for i in instructions.values()}
+    assert {"convolution", "matmul"} <= kinds
+    assert all(i["opcode"] in i["opcodes"] for i in instructions.values())
+    phase = step_profile.jaxcnn_phase
+    assert phase("jit(step)/transpose(jvp(ResNet))/stage1_block0/conv1/x") == "backward"
+    assert phase("jit(step)/jvp(ResNet)/stage1_block0/bn1/mul") == "forward"
+    assert (phase("jit(step)/sgd/add"), phase("")) == ("update", "unattributed")
+    module_op = {"opcode": "multiply", "opcodes": {"multiply"}, "target": None}
+    bn = {**module_op, "op_name": "jit(step)/jvp(ResNet)/stage1_block0/bn2/mul"}
+    depthwise = {**module_op, "op_name": "jit(step)/jvp(EfficientNet)/stage2_block1/depthwise/mul"}
+    assert (step_profile.jaxcnn_kind(bn), step_profile.jaxcnn_kind(depthwise)) == (
+        "normalization",
+        "convolution",
+    )
+    torch_ops = ["aten::mkldnn_convolution", "aten::addmm", "aten::native_batch_norm_backward"]
+    torch_ops += ["aten::max_pool2d_with_indices", "aten::copy_", "aten::add_"]
+    assert [step_profile.torch_kind(op) for op in torch_ops] == list(step_profile.KINDS)
+
+
+def test_step_profile_unknown_case_is_one_line():
+    result = run_cli("benchmarks.step_profile", "--models=resnet9000")
+    assert result.returncode == 2
+    assert result.stderr.strip().startswith("error: unknown case 'resnet9000'; valid choices:")

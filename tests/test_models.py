@@ -18,7 +18,7 @@ from jaxcnn import models
 from jaxcnn.errors import UserError
 from jaxcnn.models import __main__ as cli
 from jaxcnn.models import stats
-from jaxcnn.models.layers import DropPath
+from jaxcnn.models.layers import DropPath, max_pool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -373,3 +373,22 @@ def test_cli_unknown_model_is_one_line_and_status_2():
     assert result.stdout == ""
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "nosuchmodel" in lines[0] and "resnet50" in lines[0]
+
+
+@pytest.mark.parametrize("shape", [(2, 8, 12, 3), (2, 7, 9, 3)])  # odd sizes: the last row drops
+def test_max_pool_matches_flax_with_its_gradient(shape):
+    """layers.max_pool: nn.max_pool's values and, without ties, its gradient; with ties the
+    gradient is shared among the tied maxima, so each window still passes on all of it."""
+    x = jax.random.normal(jax.random.key(0), shape)
+    dy = jax.random.normal(jax.random.key(1), (2, shape[1] // 2, shape[2] // 2, 3))
+
+    def flax_pool(x):
+        return nn.max_pool(x, (2, 2), strides=(2, 2))
+
+    np.testing.assert_array_equal(max_pool(x, 2), flax_pool(x))
+    grads = [jax.vjp(f, x)[1](dy)[0] for f in (lambda x: max_pool(x, 2), flax_pool)]
+    np.testing.assert_allclose(grads[0], grads[1], rtol=1e-6)
+    tied = jnp.zeros((1, 4, 4, 1)).at[0, 0, 0, 0].set(-1.0)  # window (0, 0): three maxima of 0
+    (grad,) = jax.vjp(lambda x: max_pool(x, 2), tied)[1](jnp.ones((1, 2, 2, 1)))
+    np.testing.assert_allclose(grad[0, :2, :2, 0], [[0, 1 / 3], [1 / 3, 1 / 3]], rtol=1e-6)
+    assert float(grad.sum()) == pytest.approx(4.0)

@@ -22,7 +22,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxcnn.models.layers import Layers
+from jaxcnn.models.layers import Layers, max_pool
 from jaxcnn.models.registry import register
 
 
@@ -105,7 +105,7 @@ class ConvGroup(nn.Module):
             )
 
         x = conv("conv1")(x)
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+        x = max_pool(x, 2)
         x = nn.gelu(norm("norm1")(x), approximate=False)
         x = conv("conv2")(x)
         return nn.gelu(norm("norm2")(x), approximate=False)

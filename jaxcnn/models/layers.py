@@ -59,6 +59,24 @@ def adaptive_avg_pool(x: jnp.ndarray, output_size: tuple[int, int]) -> jnp.ndarr
     return pool_axis(pool_axis(x, 1, output_size[0]), 2, output_size[1])
 
 
+def max_pool(x: jnp.ndarray, size: int) -> jnp.ndarray:
+    """``nn.max_pool(x, (size, size), strides=(size, size))`` of NHWC ``x``: non-overlapping
+    windows, no padding, rows and columns past the last whole window dropped (PyTorch's
+    ``MaxPool2d(size)``).
+
+    It is a max over a reshape of the whole windows: the same values, and a gradient that XLA
+    fuses into a few elementwise operations, where the pooling primitive's gradient
+    (select-and-scatter) took a quarter of airbench94's train step on the CPU (BENCHMARKS.md,
+    "Where a train step's time goes"). Tied maxima share the gradient equally instead of
+    giving it all to the first; pooled ReLU outputs, where ties are common (zeros), get no
+    gradient there either way.
+    """
+    batch, height, width, channels = x.shape
+    rows, cols = height // size, width // size
+    tiles = x[:, : rows * size, : cols * size].reshape(batch, rows, size, cols, size, channels)
+    return tiles.max(axis=(2, 4))
+
+
 def max_pool_ceil(x: jnp.ndarray, size: int, stride: int, padding: int = 0) -> jnp.ndarray:
     """Max pooling of NHWC ``x`` with PyTorch's ``ceil_mode=True`` output size.
 

@@ -12,7 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import Layers
+from jaxcnn.models.layers import Layers, max_pool
 from jaxcnn.models.registry import register
 
 
@@ -29,8 +29,8 @@ class SimpleCNN(nn.Module):
         conv = lambda n: self.layers.conv(  # noqa: E731
             n, (3, 3), padding="VALID", dtype=self.dtype, param_dtype=self.param_dtype
         )
-        x = nn.max_pool(nn.relu(conv(32)(x)), (2, 2), strides=(2, 2))
-        x = nn.max_pool(nn.relu(conv(64)(x)), (2, 2), strides=(2, 2))
+        x = max_pool(nn.relu(conv(32)(x)), 2)
+        x = max_pool(nn.relu(conv(64)(x)), 2)
         x = x.reshape((x.shape[0], -1))
         x = nn.relu(dense(128)(x))
         x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)

@@ -19,7 +19,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxcnn.models.layers import Layers, adaptive_avg_pool, conv_kernel_init
+from jaxcnn.models.layers import Layers, adaptive_avg_pool, conv_kernel_init, max_pool
 from jaxcnn.models.registry import register
 
 # Filters of the 3×3 convolutions, block by block; each block ends in a 2×2 max pool.
@@ -68,7 +68,7 @@ class VGG(nn.Module):
                         name=f"{name}_bn",
                     )(x)
                 x = nn.relu(x)
-            x = nn.max_pool(x, (2, 2), strides=(2, 2))
+            x = max_pool(x, 2)
         dense_init = nn.initializers.normal(0.01)
         if self.small_images:
             x = jnp.mean(x, axis=(1, 2))

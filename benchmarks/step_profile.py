@@ -185,30 +185,20 @@ def profile_jaxcnn(spec: dict) -> dict:
 
 def profile_torch(spec: dict) -> dict:
     """Child mode: profile the PyTorch twin's step, busy ms per step by (phase, kind)."""
-    import torch
-    import torch.nn.functional as F
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from benchmarks import torch_models
     from benchmarks.train_step import NUM_CLASSES
 
-    case, batch = spec["case"], spec["batch"]
-    height, width, channels = CASES[case][2]
-    model = torch_models.build(case, NUM_CLASSES).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-    images = torch.randn(batch, channels, height, width).to(memory_format=torch.channels_last)
-    labels = torch.randint(0, NUM_CLASSES, (batch,))
-
-    def step() -> None:  # torch_models.make_train_step's step, its phases marked
-        optimizer.zero_grad(set_to_none=True)
-        bfloat16 = spec["dtype"] == "bfloat16"
-        with record_function("phase:forward"), torch.autocast("cpu", torch.bfloat16, bfloat16):
-            loss = F.cross_entropy(model(images), labels)
-        with record_function("phase:backward"):
-            loss.backward()
-        with record_function("phase:update"):
-            optimizer.step()
-
+    model = torch_models.build(spec["case"], NUM_CLASSES)
+    step = torch_models.make_train_step(
+        model,
+        spec["batch"],
+        CASES[spec["case"]][2],
+        NUM_CLASSES,
+        spec["dtype"],
+        phase=lambda name: record_function(f"phase:{name}"),
+    )
     step()  # warm-up
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         start = time.perf_counter()

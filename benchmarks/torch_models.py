@@ -9,6 +9,7 @@ run in channels-last memory format, PyTorch's fast layout for convolutions on CP
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 
 import torch
@@ -261,10 +262,14 @@ def make_train_step(
     image_shape: tuple[int, int, int],
     num_classes: int,
     dtype: str = "float32",
+    phase: Callable[[str], contextlib.AbstractContextManager] = lambda name: (
+        contextlib.nullcontext()
+    ),
 ) -> Callable[[], None]:
     """One SGD-momentum step on a fixed random batch, like the jaxcnn step it is compared to;
     ``dtype='bfloat16'`` runs forward and loss under ``torch.autocast('cpu', torch.bfloat16)``
-    (float32 weights and updates, bfloat16 compute: what jaxcnn's ``model.dtype`` does)."""
+    (float32 weights and updates, bfloat16 compute: what jaxcnn's ``model.dtype`` does).
+    ``phase(name)`` wraps the forward, backward and update (a profiler marks them with it)."""
     model.train()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
     height, width, channels = image_shape
@@ -274,10 +279,12 @@ def make_train_step(
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        with torch.autocast("cpu", torch.bfloat16, enabled=bfloat16):
+        with phase("forward"), torch.autocast("cpu", torch.bfloat16, enabled=bfloat16):
             loss = F.cross_entropy(model(images), labels)
-        loss.backward()
-        optimizer.step()
+        with phase("backward"):
+            loss.backward()
+        with phase("update"):
+            optimizer.step()
 
     return step
 

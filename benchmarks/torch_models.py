@@ -262,9 +262,7 @@ def make_train_step(
     image_shape: tuple[int, int, int],
     num_classes: int,
     dtype: str = "float32",
-    phase: Callable[[str], contextlib.AbstractContextManager] = lambda name: (
-        contextlib.nullcontext()
-    ),
+    phase: Callable[[str], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> Callable[[], None]:
     """One SGD-momentum step on a fixed random batch, like the jaxcnn step it is compared to;
     ``dtype='bfloat16'`` runs forward and loss under ``torch.autocast('cpu', torch.bfloat16)``
